@@ -1,4 +1,4 @@
-"""Write files so that a reader never sees half of one: write a temporary file beside it, then rename."""
+"""Write files so that a reader never sees half of one: a temporary file beside it, then rename."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto `path` only if the block succeeds.
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     `suffix` defaults to the target's own suffix, so libraries that pick a format by extension
     (numpy, imageio, matplotlib) still do.
@@ -21,7 +21,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else "".join(target.suffixes),
+        prefix=f".{target.name}.",
+        suffix=suffix if suffix is not None else "".join(target.suffixes),
         dir=target.parent,
     )
     os.close(fd)
