@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv when needed.
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 4
+BIN := $(VENV)/bin
+
+.PHONY: run test lint format report rulegraph noop-benchmark clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, found " + sys.version' 
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: envs/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r envs/requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: envs/requirements-test.txt $(VENV)/.installed-run
+	$(BIN)/python -m pip install --quiet -r envs/requirements-test.txt
+	touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check workflow tests
+	$(BIN)/ruff format --check workflow tests
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format workflow tests
+	$(BIN)/snakefmt Snakefile rules
+
+report: $(VENV)/.installed-run
+	$(BIN)/snakemake --report report.html
+
+rulegraph: $(VENV)/.installed-run
+	$(BIN)/snakemake --rulegraph mermaid-js > docs/rulegraph.mmd
+
+noop-benchmark: $(VENV)/.installed-test
+	$(BIN)/python tests/benchmarks/noop_rerun.py
+
+clean:
+	rm -rf build data results logs benchmarks .snakemake report.html

@@ -1,0 +1,54 @@
+rule bench_ops:
+    input:
+        lib=rules.build_ops.output.lib,
+        selftest="results/selftest/ops.json",
+        code=library("bench_ops"),
+    output:
+        csv=report(
+            "results/bench/ops.csv", caption="../report/bench_ops.rst", category="4. Benchmarks"
+        ),
+        plot=report(
+            "results/bench/ops.png", caption="../report/bench_ops.rst", category="4. Benchmarks"
+        ),
+    log:
+        "logs/bench_ops.log",
+    benchmark:
+        "benchmarks/bench_ops.tsv"
+    priority: -10
+    # The whole machine, and after the training jobs, so that timings are not disturbed.
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        sweep=config["bench"]["ops"],
+    conda:
+        "../envs/environment.yaml"
+    script:
+        "../workflow/bench_ops.py"
+
+
+rule bench_training:
+    input:
+        lib=rules.build_ops.output.lib,
+        selftest="results/selftest/ops.json",
+        code=library("bench_training"),
+    output:
+        csv=report(
+            "results/bench/training.csv",
+            caption="../report/bench_training.rst",
+            category="4. Benchmarks",
+        ),
+    log:
+        "logs/bench_training.log",
+    benchmark:
+        "benchmarks/bench_training.tsv"
+    priority: -10
+    threads: workflow.cores
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    conda:
+        "../envs/environment.yaml"
+    script:
+        "../workflow/bench_training.py"

@@ -1,0 +1,48 @@
+rule build_ops:
+    input:
+        sources=op_sources("*.cc"),
+        headers=op_sources("*.h"),
+        code=library("build"),
+    output:
+        lib="build/ops/libdynsparse_ops.so",
+    log:
+        "logs/build_ops.log",
+    benchmark:
+        "benchmarks/build_ops.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        cxxflags=config["ops"]["cxxflags"],
+        tensorflow=tensorflow_version(),
+    conda:
+        "../envs/environment.yaml"
+    script:
+        "../workflow/build_ops.py"
+
+
+rule selftest_ops:
+    input:
+        lib=rules.build_ops.output.lib,
+        code=library("selftest"),
+    output:
+        report(
+            "results/selftest/ops.json",
+            caption="../report/selftest.rst",
+            category="1. Native ops",
+        ),
+    log:
+        "logs/selftest_ops.log",
+    benchmark:
+        "benchmarks/selftest_ops.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        quick=config["selftest"].get("quick", False),
+    conda:
+        "../envs/environment.yaml"
+    script:
+        "../workflow/selftest_ops.py"
