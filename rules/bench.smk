@@ -15,6 +15,8 @@ rule bench_ops:
     benchmark:
         "benchmarks/bench_ops.tsv"
     priority: -10
+    conda:
+        "../envs/environment.yaml"
     # The whole machine, and after the training jobs, so that timings are not disturbed.
     threads: workflow.cores
     resources:
@@ -22,8 +24,6 @@ rule bench_ops:
         runtime=30,
     params:
         sweep=config["bench"]["ops"],
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/bench_ops.py"
 
@@ -44,11 +44,11 @@ rule bench_training:
     benchmark:
         "benchmarks/bench_training.tsv"
     priority: -10
+    conda:
+        "../envs/environment.yaml"
     threads: workflow.cores
     resources:
         mem_mb=6000,
         runtime=30,
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/bench_training.py"

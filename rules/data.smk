@@ -6,13 +6,13 @@ rule fetch_mnist:
     log:
         "logs/fetch_mnist.log",
     localrule: True
+    conda:
+        "../envs/environment.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
     params:
         data=config["data"],
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/fetch_mnist.py"

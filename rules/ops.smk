@@ -9,6 +9,8 @@ rule build_ops:
         "logs/build_ops.log",
     benchmark:
         "benchmarks/build_ops.tsv"
+    conda:
+        "../envs/environment.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -16,8 +18,6 @@ rule build_ops:
     params:
         cxxflags=config["ops"]["cxxflags"],
         tensorflow=tensorflow_version(),
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/build_ops.py"
 
@@ -36,13 +36,13 @@ rule selftest_ops:
         "logs/selftest_ops.log",
     benchmark:
         "benchmarks/selftest_ops.tsv"
+    conda:
+        "../envs/environment.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=20,
     params:
         quick=config["selftest"].get("quick", False),
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/selftest_ops.py"

@@ -9,12 +9,12 @@ rule extract_records:
         derived="results/{model}/{sample}/extracted/derived.json",
     log:
         "logs/extract_records/{model}/{sample}.log",
+    conda:
+        "../envs/environment.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/extract_records.py"
 
@@ -36,6 +36,8 @@ rule render_frames:
         "logs/render_frames/{model}/{sample}.log",
     benchmark:
         "benchmarks/render_frames/{model}/{sample}.tsv"
+    conda:
+        "../envs/environment.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,8 +45,6 @@ rule render_frames:
     params:
         sample="{sample}",
         cmap=config["render"]["cmap"],
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/render_frames.py"
 
@@ -65,6 +65,8 @@ rule assemble_gif:
     log:
         "logs/assemble_gif/{model}/{sample}.log",
     localrule: True
+    conda:
+        "../envs/environment.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -72,8 +74,6 @@ rule assemble_gif:
     params:
         delay=config["render"]["gif_delay"],
         loop=config["render"]["gif_loop"],
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/assemble_gif.py"
 
@@ -106,11 +106,11 @@ rule summarize:
     log:
         "logs/summarize.log",
     localrule: True
+    conda:
+        "../envs/environment.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/summarize.py"

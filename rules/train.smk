@@ -13,13 +13,13 @@ rule train:
         "logs/train/{model}/{sample}.log",
     benchmark:
         "benchmarks/train/{model}/{sample}.tsv"
+    conda:
+        "../envs/environment.yaml"
     threads: 1
     resources:
         mem_mb=training_mem_mb,
         runtime=training_runtime_min,
     params:
         settings=sample_settings,
-    conda:
-        "../envs/environment.yaml"
     script:
         "../workflow/train.py"
