@@ -1,0 +1,258 @@
+"""RigL prune-and-regrow on the host, in plain numpy (no TensorFlow import).
+
+A sparse layer's pattern is `rows`, `cols` (block coordinates, int32 [N]) and `values`
+(float32 [N, bs, bs]). One update drops the k blocks of smallest L1 magnitude and regrows k
+blocks that were *not active before the update*, either where the pooled |dense gradient| is
+largest (`rigl`) or uniformly at random (`random`, SET); `static` never changes the pattern.
+
+The result is a `PatternUpdate`: the new pattern, sorted row-major, plus for every new slot the
+index of the old block it came from (-1 for a regrown block). Weights and every optimizer slot are
+re-laid out with the same `PatternUpdate.gather`, so kept blocks keep their values and state and
+regrown blocks start at zero with zero state.
+
+Ties are broken by block position (row-major flat index, lowest first), never by list order or by
+an unstable sort, so an update depends only on the pattern, the values and the gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("rigl", "random", "static")
+POOLINGS = ("NONE", "SUM", "AVG", "MAX")
+
+# ceil() of a product like 0.3 * 10 = 3.0000000000000004 must give 3, not 4.
+_CEIL_SLACK = 1e-9
+
+
+def cosine_schedule(
+    update: int,
+    total_updates: int,
+    *,
+    zero_steps: int = 0,
+    phase_delay: float = 0.0,
+    period: float = 0.5,
+) -> float:
+    """The fraction f(t) of the maximum prune count used at update `t` (1-based) of `total_updates`.
+
+    f(t) = 0 for t < zero_steps, else 0.5·(1 + cos(phase_delay + period·2π·(t − z)/(T − z))).
+    With the defaults this decays from ≈1 at t = 1 to 0 at t = T.
+    """
+    if total_updates <= 0:
+        raise ValueError(f"total_updates must be positive, got {total_updates}")
+    if update < zero_steps:
+        return 0.0
+    span = total_updates - zero_steps
+    if span <= 0:
+        return 0.0
+    angle = phase_delay + period * 2.0 * math.pi * (update - zero_steps) / span
+    return max(0.0, 0.5 * (1.0 + math.cos(angle)))
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(x - _CEIL_SLACK)
+
+
+def prune_count(n_blocks: int, prune_ratio: float, schedule_value: float) -> int:
+    """k = ceil(ceil(prune_ratio · N) · f(t))."""
+    return _ceil(_ceil(prune_ratio * n_blocks) * schedule_value)
+
+
+def block_l1(values: np.ndarray) -> np.ndarray:
+    """L1 norm of each block of `values` [N, bs, bs] (or [N] for scalars), as float64 [N]."""
+    magnitudes = np.abs(np.asarray(values, dtype=np.float64))
+    return magnitudes.reshape(magnitudes.shape[0], -1).sum(axis=1)
+
+
+def block_pool(grad: np.ndarray, block_size: int, pooling: str) -> np.ndarray:
+    """Pool a non-negative element gradient [n_in, n_out] to the block grid [n_in/bs, n_out/bs]."""
+    if pooling not in POOLINGS[1:]:
+        raise ValueError(f"pooling must be one of {POOLINGS[1:]}, got {pooling!r}")
+    n_in, n_out = grad.shape
+    if n_in % block_size or n_out % block_size:
+        raise ValueError(
+            f"gradient shape {grad.shape} is not a multiple of block size {block_size}"
+        )
+    tiles = np.asarray(grad).reshape(
+        n_in // block_size, block_size, n_out // block_size, block_size
+    )
+    if pooling == "SUM":
+        return tiles.sum(axis=(1, 3))
+    if pooling == "AVG":
+        return tiles.mean(axis=(1, 3))
+    return tiles.max(axis=(1, 3))
+
+
+def grid_scores(dense_grad: np.ndarray, grid_shape: tuple[int, int], block_size: int) -> np.ndarray:
+    """Regrowth scores on the block grid.
+
+    A gradient that is already on the grid (pooled by the op) is used as it is; an element gradient
+    (pooling NONE) of a block layer is SUM-pooled here, as the original's host did.
+    """
+    grad = np.abs(np.asarray(dense_grad, dtype=np.float64))
+    if grad.shape == tuple(grid_shape):
+        return grad
+    element_shape = (grid_shape[0] * block_size, grid_shape[1] * block_size)
+    if grad.shape != element_shape:
+        raise ValueError(
+            f"dense gradient shape {grad.shape} matches neither the block grid {grid_shape} "
+            f"nor the element shape {element_shape}"
+        )
+    return block_pool(grad, block_size, "SUM")
+
+
+def flat_positions(rows: np.ndarray, cols: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
+    return np.asarray(rows, dtype=np.int64) * grid_shape[1] + np.asarray(cols, dtype=np.int64)
+
+
+def select_pruned(
+    values: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid_shape: tuple[int, int], k: int
+) -> np.ndarray:
+    """Indices (into the block list) of the k blocks with the smallest L1 norm, ties by position."""
+    if not 0 <= k <= len(rows):
+        raise ValueError(f"cannot prune {k} of {len(rows)} blocks")
+    order = np.lexsort((flat_positions(rows, cols, grid_shape), block_l1(values)))
+    return np.sort(order[:k])
+
+
+def _candidates(active_flat: np.ndarray, n_positions: int) -> np.ndarray:
+    free = np.ones(n_positions, dtype=bool)
+    free[active_flat] = False
+    return np.flatnonzero(free)
+
+
+def regrow_rigl(scores: np.ndarray, active_flat: np.ndarray, k: int) -> np.ndarray:
+    """Flat positions of the k highest-scoring grid positions not in `active_flat`.
+
+    Ties go to the lowest flat position, so zero-gradient ties are deterministic.
+    """
+    candidates = _candidates(active_flat, scores.size)
+    if k > len(candidates):
+        raise ValueError(f"cannot regrow {k} blocks: only {len(candidates)} inactive positions")
+    candidate_scores = np.nan_to_num(scores.ravel()[candidates], nan=-np.inf)
+    order = np.lexsort((candidates, -candidate_scores))
+    return np.sort(candidates[order[:k]])
+
+
+def regrow_random(
+    n_positions: int, active_flat: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """k flat positions drawn uniformly without replacement from those not in `active_flat`."""
+    candidates = _candidates(active_flat, n_positions)
+    if k > len(candidates):
+        raise ValueError(f"cannot regrow {k} blocks: only {len(candidates)} inactive positions")
+    return np.sort(rng.choice(candidates, size=k, replace=False))
+
+
+@dataclass(frozen=True)
+class PatternUpdate:
+    """A new pattern and where each of its blocks came from.
+
+    `source[i]` is the index in the old block list of new block i, or -1 for a regrown block.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    source: np.ndarray
+    n_pruned: int
+
+    def gather(self, old: np.ndarray) -> np.ndarray:
+        """Re-lay out per-block data (weights or an optimizer slot): kept blocks move, new are 0."""
+        old = np.asarray(old)
+        new = np.zeros((len(self.source),) + old.shape[1:], dtype=old.dtype)
+        kept = self.source >= 0
+        new[kept] = old[self.source[kept]]
+        return new
+
+    @property
+    def changed(self) -> bool:
+        return self.n_pruned > 0
+
+
+def unchanged(rows: np.ndarray, cols: np.ndarray) -> PatternUpdate:
+    return PatternUpdate(
+        rows=np.asarray(rows, dtype=np.int32).copy(),
+        cols=np.asarray(cols, dtype=np.int32).copy(),
+        source=np.arange(len(rows), dtype=np.int64),
+        n_pruned=0,
+    )
+
+
+def update_pattern(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    *,
+    grid_shape: tuple[int, int],
+    block_size: int,
+    k: int,
+    method: str,
+    dense_grad: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+) -> PatternUpdate:
+    """One RigL update of one layer: prune k blocks, regrow k blocks, keep N constant.
+
+    `k` is capped at the number of inactive positions (a layer denser than 1/(1+ratio) cannot
+    regrow as many as it would prune). `dense_grad` (rigl) is |Xᵀ·dY| on the element or block grid.
+    `rng` (random) must be a persistent generator: it advances with every update.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    rows = np.asarray(rows)
+    cols = np.asarray(cols)
+    n_blocks = len(rows)
+    n_positions = grid_shape[0] * grid_shape[1]
+    active_flat = flat_positions(rows, cols, grid_shape)
+    if len(np.unique(active_flat)) != n_blocks:
+        raise ValueError("the pattern has duplicate blocks")
+    k = min(k, n_positions - n_blocks)
+    if method == "static" or k <= 0:
+        return unchanged(rows, cols)
+
+    pruned = select_pruned(values, rows, cols, grid_shape, k)
+    kept = np.setdiff1d(np.arange(n_blocks), pruned)
+    if method == "rigl":
+        if dense_grad is None:
+            raise ValueError("rigl regrowth needs the dense gradient")
+        grown_flat = regrow_rigl(grid_scores(dense_grad, grid_shape, block_size), active_flat, k)
+    else:
+        if rng is None:
+            raise ValueError("random regrowth needs a numpy Generator")
+        grown_flat = regrow_random(n_positions, active_flat, k, rng)
+
+    new_flat = np.concatenate([active_flat[kept], grown_flat])
+    source = np.concatenate([kept, np.full(k, -1, dtype=np.int64)])
+    order = np.argsort(new_flat, kind="stable")
+    new_flat = new_flat[order]
+    assert len(new_flat) == n_blocks, "RigL must keep the number of non-zero blocks"
+    assert len(np.unique(new_flat)) == n_blocks, "RigL produced duplicate blocks"
+    return PatternUpdate(
+        rows=(new_flat // grid_shape[1]).astype(np.int32),
+        cols=(new_flat % grid_shape[1]).astype(np.int32),
+        source=source[order].astype(np.int64),
+        n_pruned=int(k),
+    )
+
+
+def initial_pattern(
+    grid_shape: tuple[int, int], n_blocks: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """n_blocks positions uniformly at random without replacement, sorted row-major."""
+    n_positions = grid_shape[0] * grid_shape[1]
+    if not 0 < n_blocks <= n_positions:
+        raise ValueError(f"cannot place {n_blocks} blocks on a grid of {n_positions}")
+    flat = np.sort(rng.choice(n_positions, size=n_blocks, replace=False))
+    return (flat // grid_shape[1]).astype(np.int32), (flat % grid_shape[1]).astype(np.int32)
+
+
+def block_count(density: float, n_in: int, n_out: int, block_size: int) -> int:
+    """N = ceil(density · (n_in/bs) · (n_out/bs))."""
+    return _ceil(density * (n_in // block_size) * (n_out // block_size))
+
+
+def init_limit(n_in: int, n_out: int, density: float) -> float:
+    """L = sqrt(6 / ((fan_in + fan_out) · density)), glorot scaled for the density."""
+    return math.sqrt(6.0 / ((n_in + n_out) * density))
