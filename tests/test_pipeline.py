@@ -1,0 +1,144 @@
+"""End to end: the real workflow on the tiny config, then what a change reruns (and nothing more).
+
+The tests share one scratch copy of the repository and run in file order: the full run first,
+then dry runs after one edit each, every edit undone before the next test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from pipeline_helpers import (
+    cached_mnist,
+    make_workdir,
+    planned_jobs,
+    read_config,
+    snakemake,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+FC = "model=fc, sample=tiny_fc"
+TF = "model=transformer, sample=tiny_tf"
+PER_SAMPLE_RULES = ("train", "extract_records", "render_frames", "assemble_gif")
+
+
+def per_sample_jobs(wildcards: str) -> list[str]:
+    return [f"{rule}[{wildcards}]" for rule in PER_SAMPLE_RULES]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_workdir(tmp_path_factory.mktemp("pipeline"), cached_mnist())
+
+
+@pytest.fixture
+def restore_config(workdir: Path) -> Iterator[dict]:
+    original = read_config(workdir)
+    yield read_config(workdir)
+    write_config(workdir, original)
+
+
+def test_dry_run_lists_every_expected_job(workdir: Path) -> None:
+    assert planned_jobs(workdir) == sorted(
+        [
+            "all[]",
+            "build_ops[]",
+            "fetch_mnist[]",
+            "selftest_ops[]",
+            "summarize[]",
+            *per_sample_jobs(FC),
+            *per_sample_jobs(TF),
+        ]
+    )
+
+
+def test_full_run_writes_every_output_and_a_report(workdir: Path) -> None:
+    snakemake(workdir)
+    selftest = json.loads((workdir / "results/selftest/ops.json").read_text())
+    assert selftest["passed"] and selftest["cases"]
+    for model, sample in (("fc", "tiny_fc"), ("transformer", "tiny_tf")):
+        folder = workdir / "results" / model / sample
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["final_test_accuracy"] > 0.5, (model, summary["final_test_accuracy"])
+        with np.load(folder / "records.npz") as records:
+            assert len(records["update_index"]) >= 2
+        frames = sorted((folder / "frames").glob("*.png"))
+        gif = iio.imread(folder / "connectivity.gif", index=None)
+        assert len(frames) == gif.shape[0] >= 2
+        assert (folder / "initial_vs_final.png").stat().st_size > 0
+    with open(workdir / "results/summary/table.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(row["sample"] for row in rows) == ["tiny_fc", "tiny_tf"]
+
+    snakemake(workdir, "--report", "report.html")
+    report = (workdir / "report.html").read_text()
+    for name in ("table.md", "accuracy_vs_density.png", "curves.png", "connectivity.html"):
+        assert name in report, name
+
+
+def test_second_run_does_nothing(workdir: Path) -> None:
+    assert planned_jobs(workdir) == []
+
+
+def test_editing_one_sample_reruns_only_that_sample(workdir: Path, restore_config: dict) -> None:
+    restore_config["fc"]["samples"]["tiny_fc"] = {"seed": 4}
+    write_config(workdir, restore_config)
+    assert planned_jobs(workdir) == sorted(["all[]", "summarize[]", *per_sample_jobs(FC)])
+
+
+def test_adding_a_sample_adds_only_its_jobs(workdir: Path, restore_config: dict) -> None:
+    restore_config["fc"]["samples"]["tiny_fc_static"] = {"method": "static"}
+    write_config(workdir, restore_config)
+    new = "model=fc, sample=tiny_fc_static"
+    assert planned_jobs(workdir) == sorted(["all[]", "summarize[]", *per_sample_jobs(new)])
+
+
+def test_changing_the_colormap_reruns_only_the_pictures(
+    workdir: Path, restore_config: dict
+) -> None:
+    restore_config["render"]["cmap"] = "viridis"
+    restore_config["render"]["gif_delay"] = 35
+    write_config(workdir, restore_config)
+    expected = [f"{rule}[{wc}]" for rule in ("render_frames", "assemble_gif") for wc in (FC, TF)]
+    assert planned_jobs(workdir) == sorted(["all[]", *expected])
+
+
+def test_editing_a_library_module_reruns_its_stages(workdir: Path) -> None:
+    module = workdir / "workflow/dynsparse/gif.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# an edit\n")
+        assert planned_jobs(workdir) == sorted(
+            ["all[]", f"assemble_gif[{FC}]", f"assemble_gif[{TF}]"]
+        )
+    finally:
+        module.write_text(original)
+
+
+def test_touching_an_op_source_rebuilds_and_reruns_downstream(workdir: Path) -> None:
+    source = sorted((workdir / "ops").glob("*.cc"))[0]
+    stat = source.stat()
+    try:
+        source.touch()
+        assert planned_jobs(workdir) == sorted(
+            [
+                "all[]",
+                "build_ops[]",
+                "selftest_ops[]",
+                "summarize[]",
+                *per_sample_jobs(FC),
+                *per_sample_jobs(TF),
+            ]
+        )
+    finally:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned_jobs(workdir) == []
