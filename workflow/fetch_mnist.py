@@ -1,0 +1,14 @@
+"""Stage: write data/mnist.npz (Keras layout) from the first source that passes its checks."""
+
+import logging
+
+from dynsparse.data import fetch_mnist
+
+logging.basicConfig(
+    filename=snakemake.log[0],
+    filemode="w",
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
+result = fetch_mnist(snakemake.params.data, snakemake.output[0])
+logging.info("served by: %s", result.source)
