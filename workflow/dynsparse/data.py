@@ -99,6 +99,7 @@ class DataConfig:
     mirror: MirrorSpec | None
     # A local file need not be the Keras file (it may be a converted one); it may name its own hash.
     local_sha256: str | None = None
+    timeout_s: float = URL_TIMEOUT_SECONDS
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> DataConfig:
@@ -115,6 +116,7 @@ class DataConfig:
             if mirror
             else None,
             local_sha256=data.get("local_sha256"),
+            timeout_s=float(data.get("timeout_s") or URL_TIMEOUT_SECONDS),
         )
 
 
@@ -294,7 +296,6 @@ def from_url(
     output: Path,
     cache_dir: Path,
     expect: MnistExpectation,
-    timeout: float = URL_TIMEOUT_SECONDS,
 ) -> FetchResult:
     assert config.url is not None
     source = f"Keras URL {config.url}"
@@ -304,7 +305,7 @@ def from_url(
     try:
         with (
             atomic_path(download, suffix=".npz") as tmp,
-            urllib.request.urlopen(config.url, timeout=timeout) as response,
+            urllib.request.urlopen(config.url, timeout=config.timeout_s) as response,
             open(tmp, "wb") as sink,
         ):
             shutil.copyfileobj(response, sink)
