@@ -1,0 +1,91 @@
+"""GIF assembly: frame count, per-frame delay and looping read back, ImageMagick and imageio."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import stat
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from dynsparse.gif import assemble_gif, find_imagemagick, write_gif_html
+from PIL import Image
+
+IMAGEMAGICK = find_imagemagick()
+
+
+def make_frames(folder: Path, count: int = 4) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        image = np.zeros((48, 64, 3), dtype=np.uint8)
+        image[:, : 16 * (i + 1)] = (255, 120, 30)
+        iio.imwrite(folder / f"frame_{i:06d}.png", image)
+    (folder / "index.html").write_text("<html></html>")  # not a frame
+    return folder
+
+
+def read_back(path: Path) -> tuple[int, list[int], int | None]:
+    frames = iio.imread(path, index=None)
+    durations = [iio.immeta(path, index=i)["duration"] for i in range(len(frames))]
+    with Image.open(path) as gif:
+        loop = gif.info.get("loop")
+    return len(frames), durations, loop
+
+
+def test_imageio_fallback_keeps_delay_and_loop(tmp_path: Path) -> None:
+    frames = make_frames(tmp_path / "frames")
+    tool = assemble_gif(frames, tmp_path / "a.gif", delay=20, loop=0, use_imagemagick=False)
+    assert tool == "imageio"
+    assert read_back(tmp_path / "a.gif") == (4, [200] * 4, 0)
+
+
+def test_fallback_when_imagemagick_is_not_on_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = make_frames(tmp_path / "frames")
+    empty = tmp_path / "empty_path"
+    empty.mkdir()
+    tool = assemble_gif(frames, tmp_path / "b.gif", delay=35, loop=2, search_path=str(empty))
+    assert tool == "imageio" and "not found" in caplog.text
+    assert read_back(tmp_path / "b.gif") == (4, [350] * 4, 2)
+
+
+def test_a_convert_that_is_not_imagemagick_is_ignored(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "convert"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'convert: ImageMagick is not installed here'\nexit 0\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    assert find_imagemagick(str(fake.parent)) is None
+
+
+@pytest.mark.skipif(
+    IMAGEMAGICK is None,
+    reason="ImageMagick is not installed (no magick/convert whose -version says ImageMagick)",
+)
+def test_imagemagick_keeps_delay_and_loop(tmp_path: Path) -> None:
+    frames = make_frames(tmp_path / "frames", count=5)
+    tool = assemble_gif(frames, tmp_path / "c.gif", delay=20, loop=0)
+    assert tool.startswith("ImageMagick")
+    assert read_back(tmp_path / "c.gif") == (5, [200] * 5, 0)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_no_frames_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "frames").mkdir()
+    with pytest.raises(FileNotFoundError, match="frame_"):
+        assemble_gif(tmp_path / "frames", tmp_path / "d.gif", use_imagemagick=False)
+    assert not (tmp_path / "d.gif").exists()
+
+
+def test_html_wrapper_embeds_the_gif(tmp_path: Path) -> None:
+    frames = make_frames(tmp_path / "frames", count=2)
+    assemble_gif(frames, tmp_path / "e.gif", use_imagemagick=False)
+    write_gif_html(tmp_path / "e.gif", tmp_path / "e.html", "fc / <rigl>")
+    page = (tmp_path / "e.html").read_text()
+    encoded = re.search(r"src='data:image/gif;base64,([^']+)'", page).group(1)
+    assert base64.b64decode(encoded) == (tmp_path / "e.gif").read_bytes()
+    assert "fc / &lt;rigl&gt;" in page
+    assert os.path.getsize(tmp_path / "e.html") > os.path.getsize(tmp_path / "e.gif")

@@ -1,0 +1,31 @@
+"""Stage: a sample's records.npz and history.npz to connectivity.npz, metrics.csv, derived.json."""
+
+import logging
+
+from dynsparse.extract import extract_records
+
+logging.basicConfig(
+    filename=snakemake.log[0],
+    filemode="w",
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
+extracted = extract_records(
+    snakemake.input.records,
+    snakemake.input.history,
+    snakemake.output.connectivity,
+    snakemake.output.metrics,
+    snakemake.output.derived,
+)
+derived = extracted.derived
+logging.info(
+    "%s: %d records of layers %s (input layer %s)",
+    derived["model"],
+    len(derived["records"]),
+    derived["layers"],
+    derived["input_layer"],
+)
+for record in (derived["records"][0], derived["records"][-1]):
+    logging.info(
+        "update %d: %s", record["update_index"], record.get("pixels") or record.get("features")
+    )
