@@ -214,21 +214,41 @@ def history_arrays(
 
 
 def summary_document(
-    model: str, sample: str, settings: dict, history: dict[str, np.ndarray]
+    model: str,
+    sample: str,
+    settings: dict,
+    history: dict[str, np.ndarray],
+    records: dict[str, np.ndarray] | None = None,
 ) -> dict:
+    """summary.json with the keys dynsparse.train writes (the ones the summary stage reads)."""
     seconds = float(np.sum(history["train_seconds"]))
     batch = int(settings.get("batch_size", 16))
+    layers = [] if records is None else [str(n) for n in records["layers"]]
+    nonzero_blocks = {name: int(records[f"{name}/rows"].shape[1]) for name in layers}
+    block_sizes = {name: int(records[f"{name}/block_size"]) for name in layers}
+    nonzero_weights = {
+        name: int(np.count_nonzero(records[f"{name}/values"][-1])) for name in layers
+    }
+    accuracy = np.asarray(history["test_accuracy"])
     return {
         "model": model,
         "sample": sample,
-        "config": settings,
+        "settings": settings,
         "seed": settings.get("seed", 0),
-        "test_accuracy": float(history["test_accuracy"][-1]),
-        "test_loss": float(history["test_loss"][-1]),
+        "batches_per_epoch": int(np.sum(history["epoch"] == history["epoch"][0])),
+        "n_updates": 0 if records is None else int(records["n_updates"]),
+        "wall_seconds": seconds * 1.2,
         "train_seconds": seconds,
-        "throughput": len(history["step"]) * batch / seconds,
-        "nonzeros": 12345,
-        "parameters": 67890,
+        "throughput_samples_per_second": len(history["step"]) * batch / seconds,
+        "nonzero_blocks": nonzero_blocks,
+        "block_sizes": block_sizes,
+        "parameters": {name: n * block_sizes[name] ** 2 for name, n in nonzero_blocks.items()},
+        "total_parameters": 1000 + sum(n * block_sizes[k] ** 2 for k, n in nonzero_blocks.items()),
+        "nonzero_weights": nonzero_weights,
+        "final_test_accuracy": float(accuracy[-1]),
+        "final_test_loss": float(history["test_loss"][-1]),
+        "best_test_accuracy": float(accuracy.max()),
+        "best_epoch": int(np.argmax(accuracy)),
     }
 
 
@@ -244,6 +264,6 @@ def write_sample(
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(folder / "records.npz", **records)
     np.savez_compressed(folder / "history.npz", **history)
-    document = summary_document(model, sample, settings, history)
+    document = summary_document(model, sample, settings, history, records)
     (folder / "summary.json").write_text(json.dumps(document, indent=2))
     return folder
