@@ -27,13 +27,17 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dynsparse.atomic import atomic_path, write_text  # noqa: E402
-from dynsparse.extract import load_npz  # noqa: E402
 
 DPI = 100
 FC_FRAME_INCHES = (6.4, 4.8)  # 640 x 480, the original GIF's size
 TRANSFORMER_FRAME_INCHES = (8.0, 6.0)
 FRAME_PATTERN = "frame_{index:06d}.png"
 UPDATE_WORDS = {"rigl": "RigL update", "random": "random-regrowth update", "static": "update"}
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
 
 
 @dataclass(frozen=True)

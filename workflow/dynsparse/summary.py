@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dynsparse.atomic import atomic_path, write_text  # noqa: E402
-from dynsparse.extract import load_npz  # noqa: E402
 
 FC_INPUTS, FC_CLASSES = 784, 10
 METHOD_ORDER = ("dense", "static", "random", "rigl")
@@ -53,6 +52,11 @@ TABLE_COLUMNS = (
     ("parameters", "parameters (held)"),
 )
 MAX_BENCH_ROWS = 80
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
 
 
 @dataclass
