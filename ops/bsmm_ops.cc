@@ -1,0 +1,192 @@
+// Registration and shape functions of the block-sparse matmul ops. Kernels: bsmm_kernels.cc.
+//
+//   BsmmForward     y  [M, n_out]         = x [M, n_in] . W
+//   BsmmInputGrad   dx [M, n_in]          = dy [M, n_out] . W^T
+//   BsmmValuesGrad  dvalues [nnz, bs, bs] = (x^T . dy) at the non-zero blocks only
+//   BsmmDenseGrad   |x^T . dy|, [n_in, n_out] (NONE) or pooled per block [n_in/bs, n_out/bs]
+//
+// The shape functions repeat the static checks of the kernels so that graph construction fails
+// early with the same messages.
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace dynsparse {
+namespace {
+
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+absl::Status BlockSizeAttr(InferenceContext* c, const char* op, int64_t* bs) {
+  TF_RETURN_IF_ERROR(c->GetAttr("block_size", bs));
+  if (*bs == 1 || *bs == 4 || *bs == 8 || *bs == 16) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": block_size must be one of 1, 4, 8, 16, got ", *bs,
+      ". Build the sparse layer with a supported block size."));
+}
+
+absl::Status DivisibleIfKnown(InferenceContext* c, const char* op, const char* what,
+                              DimensionHandle dim, int64_t bs) {
+  if (!c->ValueKnown(dim) || c->Value(dim) % bs == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": ", what, " = ", c->Value(dim), " is not divisible by block_size ", bs, ". Pad ", what,
+      " to a multiple of ", bs, " or use a block size that divides it."));
+}
+
+// rows and cols [nnz], and values [nnz, bs, bs] when has_values; returns nnz.
+absl::Status BlockInputs(InferenceContext* c, const char* op, int values_index, int rows_index,
+                         int64_t bs, DimensionHandle* nnz) {
+  ShapeHandle rows, cols;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(rows_index), 1, &rows));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(rows_index + 1), 1, &cols));
+  if (!c->Merge(rows, cols, &rows).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": rows and cols must have one entry per block, got rows of length ",
+        c->DebugString(c->Dim(rows, 0)), " and cols of length ", c->DebugString(c->Dim(cols, 0)),
+        ". Pass block coordinates of equal length."));
+  }
+  *nnz = c->Dim(rows, 0);
+  if (values_index < 0) return absl::OkStatus();
+  ShapeHandle values;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(values_index), 3, &values));
+  for (int d : {1, 2}) {
+    DimensionHandle dim = c->Dim(values, d);
+    if (c->ValueKnown(dim) && c->Value(dim) != bs) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          op, ": values must have shape [nnz, block_size, block_size] = [nnz, ", bs, ", ", bs,
+          "], got ", c->DebugString(values),
+          ". Pass block_size equal to the last two dimensions of values."));
+    }
+  }
+  if (!c->Merge(c->Dim(values, 0), *nnz, nnz).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": values has ", c->DebugString(c->Dim(values, 0)),
+        " blocks but rows and cols have ", c->DebugString(c->Dim(rows, 0)),
+        " entries. Pass one (row, col) pair per block of values."));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SameBatch(InferenceContext* c, const char* op, ShapeHandle x, ShapeHandle dy,
+                       DimensionHandle* batch) {
+  if (c->Merge(c->Dim(x, 0), c->Dim(dy, 0), batch).ok()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": x and dy must have the same number of rows (batch), got x ", c->DebugString(x),
+      " and dy ", c->DebugString(dy), "."));
+}
+
+}  // namespace
+
+REGISTER_OP("BsmmForward")
+    .Input("x: T")
+    .Input("values: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Output("y: T")
+    .Attr("T: {float, double}")
+    .Attr("block_size: int")
+    .Attr("n_out: int >= 0")
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      constexpr char kOp[] = "BsmmForward";
+      int64_t bs, n_out;
+      TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      TF_RETURN_IF_ERROR(c->GetAttr("n_out", &n_out));
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+      DimensionHandle nnz;
+      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 1, 2, bs, &nnz));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", c->Dim(x, 1), bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out", c->MakeDim(n_out), bs));
+      c->set_output(0, c->MakeShape({c->Dim(x, 0), n_out}));
+      return absl::OkStatus();
+    })
+    .Doc("Block-sparse y = x . W, W given as values [nnz, bs, bs] at block (rows, cols).");
+
+REGISTER_OP("BsmmInputGrad")
+    .Input("dy: T")
+    .Input("values: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Output("dx: T")
+    .Attr("T: {float, double}")
+    .Attr("block_size: int")
+    .Attr("n_in: int >= 0")
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      constexpr char kOp[] = "BsmmInputGrad";
+      int64_t bs, n_in;
+      TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      TF_RETURN_IF_ERROR(c->GetAttr("n_in", &n_in));
+      ShapeHandle dy;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &dy));
+      DimensionHandle nnz;
+      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 1, 2, bs, &nnz));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", c->Dim(dy, 1), bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in", c->MakeDim(n_in), bs));
+      c->set_output(0, c->MakeShape({c->Dim(dy, 0), n_in}));
+      return absl::OkStatus();
+    })
+    .Doc("Block-sparse dx = dy . W^T.");
+
+REGISTER_OP("BsmmValuesGrad")
+    .Input("x: T")
+    .Input("dy: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Output("dvalues: T")
+    .Attr("T: {float, double}")
+    .Attr("block_size: int")
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      constexpr char kOp[] = "BsmmValuesGrad";
+      int64_t bs;
+      TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      ShapeHandle x, dy;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
+      DimensionHandle batch, nnz;
+      TF_RETURN_IF_ERROR(SameBatch(c, kOp, x, dy, &batch));
+      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, -1, 2, bs, &nnz));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", c->Dim(x, 1), bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", c->Dim(dy, 1), bs));
+      c->set_output(0, c->MakeShape({nnz, bs, bs}));
+      return absl::OkStatus();
+    })
+    .Doc("Gradient of the block values: (x^T . dy) at the non-zero blocks only.");
+
+REGISTER_OP("BsmmDenseGrad")
+    .Input("x: T")
+    .Input("dy: T")
+    .Output("grad: T")
+    .Attr("T: {float, double}")
+    .Attr("block_size: int")
+    .Attr("pooling: {'NONE', 'SUM', 'AVG', 'MAX'} = 'NONE'")
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      constexpr char kOp[] = "BsmmDenseGrad";
+      int64_t bs;
+      TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      std::string pooling;
+      TF_RETURN_IF_ERROR(c->GetAttr("pooling", &pooling));
+      ShapeHandle x, dy;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
+      DimensionHandle batch;
+      TF_RETURN_IF_ERROR(SameBatch(c, kOp, x, dy, &batch));
+      DimensionHandle n_in = c->Dim(x, 1);
+      DimensionHandle n_out = c->Dim(dy, 1);
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", n_in, bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", n_out, bs));
+      if (pooling != "NONE") {
+        TF_RETURN_IF_ERROR(c->Divide(n_in, bs, /*evenly_divisible=*/true, &n_in));
+        TF_RETURN_IF_ERROR(c->Divide(n_out, bs, /*evenly_divisible=*/true, &n_out));
+      }
+      c->set_output(0, c->MakeShape({n_in, n_out}));
+      return absl::OkStatus();
+    })
+    .Doc(
+        "|x^T . dy| for RigL regrowth: [n_in, n_out] with pooling NONE, otherwise SUM, AVG or "
+        "MAX over each block, [n_in/bs, n_out/bs].");
+
+}  // namespace dynsparse

@@ -1,0 +1,146 @@
+"""Unit tests of the block-sparse matmul ops, their Python wrappers and the build helper.
+
+The exhaustive numeric comparison lives in the self-test (tests/test_selftest.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from dynsparse import build, ops
+
+
+def random_pattern(
+    rng: np.random.Generator, n_in: int, n_out: int, bs: int, nnz: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_block_rows, n_block_cols = n_in // bs, n_out // bs
+    flat = rng.choice(n_block_rows * n_block_cols, size=nnz, replace=False)
+    rows = (flat // n_block_cols).astype(np.int32)
+    cols = (flat % n_block_cols).astype(np.int32)
+    values = rng.standard_normal((nnz, bs, bs)).astype(np.float32)
+    return values, rows, cols
+
+
+def block_pool(dense: np.ndarray, bs: int, pooling: str) -> np.ndarray:
+    if pooling == "NONE":
+        return dense
+    blocks = dense.reshape(dense.shape[0] // bs, bs, dense.shape[1] // bs, bs)
+    reducers = {"SUM": np.sum, "AVG": np.mean, "MAX": np.max}
+    return reducers[pooling](blocks, axis=(1, 3))
+
+
+def test_dense_from_blocks_places_each_block() -> None:
+    values = np.arange(2 * 2 * 2, dtype=np.float32).reshape(2, 2, 2) + 1
+    dense = ops.dense_from_blocks(values, np.array([0, 1]), np.array([1, 0]), (4, 6))
+    expected = np.zeros((4, 6), np.float32)
+    expected[0:2, 2:4] = values[0]
+    expected[2:4, 0:2] = values[1]
+    np.testing.assert_array_equal(dense, expected)
+
+
+def test_dense_from_blocks_rejects_indivisible_shape() -> None:
+    with pytest.raises(ValueError, match="not divisible"):
+        ops.dense_from_blocks(np.zeros((1, 4, 4)), np.array([0]), np.array([0]), (6, 8))
+
+
+@pytest.mark.parametrize("bs", ops.BLOCK_SIZES)
+def test_forward_and_gradients_match_dense(ops_library: Path, bs: int) -> None:
+    rng = np.random.default_rng(bs)
+    batch, n_in, n_out = 7, 3 * 16, 2 * 16
+    values, rows, cols = random_pattern(rng, n_in, n_out, bs, nnz=(n_in // bs) * (n_out // bs) // 3)
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
+    dy = rng.standard_normal((batch, n_out)).astype(np.float32)
+    dense = ops.dense_from_blocks(values, rows, cols, (n_in, n_out)).astype(np.float64)
+
+    x_t, values_t = tf.constant(x), tf.constant(values)
+    with tf.GradientTape() as tape:
+        tape.watch([x_t, values_t])
+        y = ops.bsmm(x_t, values_t, rows, cols, n_out=n_out)
+    dx, dvalues = tape.gradient(y, [x_t, values_t], output_gradients=tf.constant(dy))
+
+    np.testing.assert_allclose(y.numpy(), x @ dense, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx.numpy(), dy @ dense.T, rtol=1e-5, atol=1e-5)
+    dense_grad = x.astype(np.float64).T @ dy
+    expected_dvalues = dense_grad.reshape(n_in // bs, bs, n_out // bs, bs).transpose(0, 2, 1, 3)
+    np.testing.assert_allclose(dvalues.numpy(), expected_dvalues[rows, cols], rtol=1e-5, atol=1e-5)
+    for pooling in ops.POOLINGS:
+        pooled = ops.bsmm_dense_grad(x, dy, block_size=bs, pooling=pooling).numpy()
+        expected = block_pool(np.abs(dense_grad), bs, pooling)
+        np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-5, err_msg=pooling)
+
+
+def test_rank3_input_is_flattened(ops_library: Path) -> None:
+    rng = np.random.default_rng(3)
+    values, rows, cols = random_pattern(rng, 32, 16, 8, nnz=4)
+    x = rng.standard_normal((2, 5, 32)).astype(np.float32)
+    y = ops.bsmm(x, values, rows, cols, n_out=16)
+    assert y.shape == (2, 5, 16)
+    expected = x @ ops.dense_from_blocks(values, rows, cols, (32, 16))
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    grad = ops.bsmm_dense_grad(x, dy, block_size=8, pooling="SUM")
+    assert grad.shape == (4, 2)
+
+
+def test_pattern_changed_in_place_needs_no_retrace(ops_library: Path) -> None:
+    rng = np.random.default_rng(4)
+    n_in, n_out, bs = 32, 32, 4
+    values, rows, cols = random_pattern(rng, n_in, n_out, bs, nnz=10)
+    values_v, rows_v, cols_v = tf.Variable(values), tf.Variable(rows), tf.Variable(cols)
+    x = tf.constant(rng.standard_normal((3, n_in)).astype(np.float32))
+
+    @tf.function
+    def forward_and_grad(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            y = ops.bsmm(x, values_v, rows_v, cols_v, n_out=n_out)
+            loss = tf.reduce_sum(y)
+        return y, tape.gradient(loss, values_v)
+
+    for _ in range(2):
+        y, dvalues = forward_and_grad(x)
+        dense = ops.dense_from_blocks(values_v.numpy(), rows_v.numpy(), cols_v.numpy(), (32, 32))
+        np.testing.assert_allclose(y.numpy(), x.numpy() @ dense, rtol=1e-5, atol=1e-5)
+        assert dvalues.shape == values.shape
+        new_values, new_rows, new_cols = random_pattern(rng, n_in, n_out, bs, nnz=10)
+        values_v.assign(new_values)
+        rows_v.assign(new_rows)
+        cols_v.assign(new_cols)
+    assert forward_and_grad.experimental_get_tracing_count() == 1
+
+
+def test_results_are_bitwise_stable(ops_library: Path) -> None:
+    rng = np.random.default_rng(5)
+    for bs in (1, 16):
+        values, rows, cols = random_pattern(rng, 256, 128, bs, nnz=(256 // bs) * (128 // bs) // 4)
+        x = rng.standard_normal((67, 256)).astype(np.float32)
+        first = ops.bsmm(x, values, rows, cols, n_out=128).numpy()
+        for _ in range(3):
+            np.testing.assert_array_equal(ops.bsmm(x, values, rows, cols, n_out=128).numpy(), first)
+
+
+def test_errors_name_the_problem(ops_library: Path) -> None:
+    x = np.ones((2, 16), np.float32)
+    values = np.ones((2, 4, 4), np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"rows\[1\] = 4 is out of range"):
+        ops.bsmm(x, values, np.array([0, 4], np.int32), np.array([0, 0], np.int32), n_out=8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="duplicate block"):
+        ops.bsmm(x, values, np.array([1, 1], np.int32), np.array([0, 0], np.int32), n_out=8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not divisible by block_size"):
+        ops.bsmm(x, values, np.array([0, 1], np.int32), np.array([0, 0], np.int32), n_out=10)
+
+
+def test_load_ops_is_once_per_process(ops_library: Path, tmp_path: Path) -> None:
+    assert ops.load_ops(ops_library) is ops.load_ops(str(ops_library))
+    with pytest.raises(RuntimeError, match="already loaded"):
+        ops.load_ops(tmp_path / "other.so")
+
+
+def test_build_without_compiler_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(build.CompilerNotFoundError, match="apt-get install g\\+\\+"):
+        build.build_ops([tmp_path / "a.cc"], tmp_path / "lib.so", "-O2", log=lambda line: None)

@@ -1,0 +1,184 @@
+"""Python side of the block-sparse matmul ops: loading, wrappers and the registered gradient.
+
+A sparse weight W [n_in, n_out] with square blocks of size bs is held as `values [nnz, bs, bs]`,
+`rows int32 [nnz]`, `cols int32 [nnz]` (block coordinates). `rows`, `cols` and `values` may be
+`tf.Variable`s updated in place between calls; pass them directly (no retracing).
+
+TensorFlow registers the ops of a library once per process, and loading the same library through
+a second path gives a module without them, so `load_ops` loads from one absolute path only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+POOLINGS = ("NONE", "SUM", "AVG", "MAX")
+BLOCK_SIZES = (1, 4, 8, 16)
+OP_NAMES = ("BsmmForward", "BsmmInputGrad", "BsmmValuesGrad", "BsmmDenseGrad")
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_module_path: Path | None = None
+
+
+def load_ops(path: str | Path) -> ModuleType:
+    """Load the ops library once per process and register the gradient of `BsmmForward`.
+
+    A second call with the same path returns the same module; a different path raises
+    RuntimeError, since TensorFlow would silently return a module without the ops.
+    """
+    global _module, _module_path
+    resolved = Path(path).resolve()
+    with _lock:
+        if _module is not None:
+            if resolved != _module_path:
+                raise RuntimeError(
+                    f"The dynsparse ops are already loaded from {_module_path}; they cannot be "
+                    f"loaded again from {resolved} in the same process (TensorFlow registers an "
+                    "op name once). Load one library path per process."
+                )
+            return _module
+        if not resolved.is_file():
+            raise FileNotFoundError(
+                f"ops library {resolved} does not exist; build it first (Snakemake rule "
+                "build_ops, or dynsparse.build.build_ops)"
+            )
+        import tensorflow as tf
+
+        module = tf.load_op_library(str(resolved))
+        missing = [name for name in OP_NAMES if not hasattr(module, _snake_case(name))]
+        if missing:
+            raise RuntimeError(
+                f"{resolved} loaded without the ops {missing}: they were registered earlier in "
+                "this process from another library file. Load one library path per process."
+            )
+        _register_gradients()
+        _module, _module_path = module, resolved
+        return module
+
+
+def loaded_ops() -> ModuleType:
+    """The module from `load_ops`; raises if the ops were not loaded in this process."""
+    if _module is None:
+        raise RuntimeError(
+            "dynsparse ops are not loaded; call dynsparse.ops.load_ops(<path to "
+            "libdynsparse_ops.so>) first"
+        )
+    return _module
+
+
+def _snake_case(op_name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in op_name).lstrip("_")
+
+
+def _register_gradients() -> None:
+    import tensorflow as tf
+
+    registrations = [lambda: tf.RegisterGradient("BsmmForward")(_bsmm_forward_grad)]
+    registrations += [lambda name=name: tf.no_gradient(name) for name in OP_NAMES[1:]]
+    for register in registrations:
+        # KeyError: already registered by another copy of this module (imported under two names),
+        # whose gradient function is the same.
+        with contextlib.suppress(KeyError):
+            register()
+
+
+def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
+    """dX = dY . W^T and dValues = (X^T . dY) at the non-zero blocks; none for rows/cols."""
+    module = loaded_ops()
+    x, values, rows, cols = op.inputs
+    block_size = op.get_attr("block_size")
+    n_in = x.shape[-1]
+    # Eager backprop says which inputs need no gradient (e.g. the model input).
+    skip = getattr(op, "skip_input_indices", None) or ()
+    dx = None
+    if 0 not in skip:
+        if n_in is None:
+            raise ValueError(
+                "BsmmForward gradient: x's number of columns (n_in) must be known statically"
+            )
+        dx = module.bsmm_input_grad(dy, values, rows, cols, block_size=block_size, n_in=n_in)
+    dvalues = None
+    if 1 not in skip:
+        dvalues = module.bsmm_values_grad(x, dy, rows, cols, block_size=block_size)
+    return [dx, dvalues, None, None]
+
+
+def block_size_of(values: Any) -> int:
+    """The block size from the static shape of values [nnz, bs, bs]."""
+    shape = values.shape
+    if len(shape) != 3 or shape[1] is None or shape[1] != shape[2]:
+        raise ValueError(
+            f"values must have a static shape [nnz, bs, bs] with square blocks, got {shape}"
+        )
+    return int(shape[1])
+
+
+def _flatten_rows(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """x [..., n] as [rows, n], plus the leading shape to restore (None for rank 2)."""
+    import tensorflow as tf
+
+    if x.shape.rank == 2:
+        return x, None
+    if x.shape.rank == 3:
+        width = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+        return tf.reshape(x, [-1, width]), tf.shape(x)[:-1]
+    raise ValueError(f"expected a rank 2 [batch, n] or rank 3 [b, t, n] tensor, got {x.shape}")
+
+
+def bsmm(x: Any, values: Any, rows: Any, cols: Any, n_out: int) -> tf.Tensor:
+    """y = x . W for x [batch, n_in] or [b, t, n_in]; gives [batch, n_out] or [b, t, n_out]."""
+    import tensorflow as tf
+
+    module = loaded_ops()
+    x = tf.convert_to_tensor(x)
+    x2, leading = _flatten_rows(x)
+    y = module.bsmm_forward(x2, values, rows, cols, block_size=block_size_of(values), n_out=n_out)
+    if leading is None:
+        return y
+    y = tf.reshape(y, tf.concat([leading, [n_out]], axis=0))
+    return tf.ensure_shape(y, x.shape[:-1].concatenate([n_out]))
+
+
+def bsmm_dense_grad(x: Any, dy: Any, block_size: int, pooling: str = "NONE") -> tf.Tensor:
+    """|x^T . dy|: [n_in, n_out] for NONE, or [n_in/bs, n_out/bs] pooled (SUM, AVG, MAX).
+
+    x [batch, n_in] and dy [batch, n_out], or both rank 3 [b, t, ...] (the rows are summed over).
+    """
+    import tensorflow as tf
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    module = loaded_ops()
+    x2, _ = _flatten_rows(tf.convert_to_tensor(x))
+    dy2, _ = _flatten_rows(tf.convert_to_tensor(dy))
+    return module.bsmm_dense_grad(x2, dy2, block_size=block_size, pooling=pooling)
+
+
+def dense_from_blocks(
+    values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """The dense W [n_in, n_out] of a block-sparse weight (zeros outside the blocks)."""
+    values = np.asarray(values)
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    n_in, n_out = shape
+    bs = values.shape[1]
+    if values.ndim != 3 or values.shape[2] != bs:
+        raise ValueError(f"values must have shape [nnz, bs, bs], got {values.shape}")
+    if n_in % bs or n_out % bs:
+        raise ValueError(f"shape {shape} is not divisible by the block size {bs}")
+    dense = np.zeros((n_in, n_out), dtype=values.dtype)
+    # A [row block, col block, bs, bs] view of `dense`, so the assignment writes through.
+    blocks = dense.reshape(n_in // bs, bs, n_out // bs, bs).transpose(0, 2, 1, 3)
+    blocks[rows, cols] = values
+    return dense
