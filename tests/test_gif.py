@@ -27,6 +27,13 @@ def make_frames(folder: Path, count: int = 4) -> Path:
     return folder
 
 
+def assert_frames_match(gif: Path, frames: Path) -> None:
+    decoded = iio.imread(gif, index=None)[..., :3].astype(int)
+    sources = [iio.imread(p).astype(int) for p in sorted(frames.glob("frame_*.png"))]
+    for image, source in zip(decoded, sources, strict=True):
+        assert np.abs(image - source).max() <= 16
+
+
 def read_back(path: Path) -> tuple[int, list[int], int | None]:
     frames = iio.imread(path, index=None)
     durations = [iio.immeta(path, index=i)["duration"] for i in range(len(frames))]
@@ -40,6 +47,7 @@ def test_imageio_fallback_keeps_delay_and_loop(tmp_path: Path) -> None:
     tool = assemble_gif(frames, tmp_path / "a.gif", delay=20, loop=0, use_imagemagick=False)
     assert tool == "imageio"
     assert read_back(tmp_path / "a.gif") == (4, [200] * 4, 0)
+    assert_frames_match(tmp_path / "a.gif", frames)
 
 
 def test_fallback_when_imagemagick_is_not_on_path(
@@ -70,6 +78,7 @@ def test_imagemagick_keeps_delay_and_loop(tmp_path: Path) -> None:
     tool = assemble_gif(frames, tmp_path / "c.gif", delay=20, loop=0)
     assert tool.startswith("ImageMagick")
     assert read_back(tmp_path / "c.gif") == (5, [200] * 5, 0)
+    assert_frames_match(tmp_path / "c.gif", frames)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

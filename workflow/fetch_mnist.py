@@ -2,7 +2,7 @@
 
 import logging
 
-from dynsparse.data import fetch_mnist
+from dynsparse.data import MnistUnavailableError, fetch_mnist
 
 logging.basicConfig(
     filename=snakemake.log[0],
@@ -10,5 +10,9 @@ logging.basicConfig(
     level=logging.INFO,
     format="%(asctime)s %(levelname)s %(name)s: %(message)s",
 )
-result = fetch_mnist(snakemake.params.data, snakemake.output[0])
+try:
+    result = fetch_mnist(snakemake.params.data, snakemake.output[0])
+except MnistUnavailableError as error:
+    logging.error("%s", error)
+    raise
 logging.info("served by: %s", result.source)
