@@ -94,7 +94,7 @@ def fc_frame_renderer(
     if "connections_per_pixel" not in connectivity:
         return lambda frame: _message_frame(
             FC_FRAME_INCHES,
-            f"{sample}: connections per pixel ({_progress(frame, n_updates, method)})",
+            f"{sample}: connections per pixel",
             "The first layer is dense:\nevery pixel connects to every hidden unit.",
         )
     counts = np.asarray(connectivity["connections_per_pixel"])
@@ -179,9 +179,7 @@ def transformer_frame_renderer(
     layers = [str(name) for name in np.asarray(connectivity["layers"]).tolist()]
     if not layers:
         return lambda frame: _message_frame(
-            TRANSFORMER_FRAME_INCHES,
-            f"{sample}: connectivity ({_progress(frame, n_updates, method)})",
-            "Dense model: no sparse layers.",
+            TRANSFORMER_FRAME_INCHES, f"{sample}: connectivity", "Dense model: no sparse layers."
         )
     maps = {name: np.asarray(connectivity[f"{name}/density_map"]) for name in layers}
     vmax = max(float(m.max()) for m in maps.values()) or 1.0
@@ -307,6 +305,12 @@ def frames_index_html(sample: str, names: list[str]) -> str:
     )
 
 
+def has_pattern_pictures(connectivity: Mapping[str, np.ndarray]) -> bool:
+    if str(connectivity["model"]) == "fc":
+        return "connections_per_pixel" in connectivity
+    return len(np.asarray(connectivity["layers"])) > 0
+
+
 def render_frames(
     connectivity_path: str | os.PathLike[str],
     frames_dir: str | os.PathLike[str],
@@ -320,6 +324,9 @@ def render_frames(
         raise ValueError(f"unknown colormap {cmap!r} (render.cmap); try magma, viridis, cividis")
     connectivity = load_npz(connectivity_path)
     model = str(connectivity["model"])
+    frames = _frames(connectivity)
+    if not has_pattern_pictures(connectivity):
+        frames = frames[:1]  # a dense model's picture does not change: one frame says it
     if model == "fc":
         renderer = fc_frame_renderer(connectivity, sample, cmap, method)
         comparison = fc_initial_vs_final(connectivity, sample, cmap)
@@ -332,7 +339,7 @@ def render_frames(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         names = []
-        for frame in _frames(connectivity):
+        for frame in frames:
             name = FRAME_PATTERN.format(index=frame.index)
             iio.imwrite(staging / name, renderer(frame))
             names.append(name)
