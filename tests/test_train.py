@@ -1,0 +1,321 @@
+"""Training: records/history files, a short run that learns, determinism, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from dynsparse.records import HistoryBuilder, Records, RecordsBuilder, SparseLayerSpec, to_dense
+from dynsparse.train import epoch_order, training_subset, update_batches
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
+TIMING_KEYS = {"step_time", "train_seconds"}
+
+
+# --- numpy parts ---------------------------------------------------------------------------
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    spec = SparseLayerSpec(name="fc1", shape=(8, 4), block_size=2, nnz=3)
+    builder = RecordsBuilder(
+        model="fc", layers=[spec], n_updates=2, extra={"permutation": np.arange(784)}
+    )
+    rng = np.random.default_rng(0)
+    for update in range(3):
+        rows = np.array([0, 1, 3], dtype=np.int32)
+        cols = np.array([1, 0, update % 2], dtype=np.int32)
+        builder.add(update, update * 10, {"fc1": (rows, cols, rng.normal(size=(3, 2, 2)))})
+    with pytest.raises(ValueError):
+        builder.add(3, 30, {"fc1": (rows[:2], cols[:2], np.zeros((2, 2, 2)))})
+    builder.save(tmp_path / "records.npz")
+    records = Records.load(tmp_path / "records.npz")
+    assert records.model == "fc" and records.layers == ["fc1"] and records.n_updates == 2
+    assert records["fc1/rows"].shape == (3, 3) and records["fc1/rows"].dtype == np.int32
+    assert records["fc1/values"].dtype == np.float32
+    assert records["fc1/shape"].tolist() == [8, 4] and int(records["fc1/block_size"]) == 2
+    assert records.update_index.tolist() == [0, 1, 2] and records.step.tolist() == [0, 10, 20]
+    assert records["permutation"].dtype == np.int64
+    dense = records.dense("fc1", 1)
+    np.testing.assert_array_equal(dense[2:4, 0:2], records["fc1/values"][1][1])
+    assert records.mask("fc1", 1).sum() == 12
+    again = RecordsBuilder.from_arrays(builder.arrays()).arrays()
+    assert again.keys() == builder.arrays().keys()
+    for key, value in builder.arrays().items():
+        np.testing.assert_array_equal(again[key], value)
+
+
+def test_to_dense_places_blocks() -> None:
+    values = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    dense = to_dense(np.array([0, 1]), np.array([1, 0]), values, (4, 4))
+    np.testing.assert_array_equal(dense[0:2, 2:4], values[0])
+    np.testing.assert_array_equal(dense[2:4, 0:2], values[1])
+    assert dense.sum() == values.sum()
+
+
+def test_history_round_trip() -> None:
+    history = HistoryBuilder()
+    history.add_steps(
+        step=[1, 2],
+        epoch=[0, 0],
+        loss=[2.0, 1.5],
+        accuracy=[0.1, 0.2],
+        learning_rate=[0.1, 0.1],
+        pruned_fraction=[0.0, 0.0],
+        step_time=[0.01, 0.01],
+    )
+    history.add_epoch(epoch_index=0, test_loss=1.0, test_accuracy=0.5, train_seconds=3.0)
+    arrays = history.arrays()
+    assert arrays["step"].dtype == np.int64 and arrays["loss"].dtype == np.float32
+    assert arrays["test_accuracy"].tolist() == [0.5]
+    again = HistoryBuilder.from_arrays(arrays).arrays()
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(again[key], value)
+    with pytest.raises(ValueError):
+        history.add_steps(step=[3])
+
+
+def test_update_batches_and_data_order() -> None:
+    assert update_batches(3750, 5) == [749, 1499, 2249, 2999, 3749]
+    assert update_batches(10, 3) == [2, 5, 9]
+    with pytest.raises(ValueError):
+        update_batches(2, 3)
+    np.testing.assert_array_equal(epoch_order(1, 4, 100), epoch_order(1, 4, 100))
+    assert not np.array_equal(epoch_order(1, 4, 100), epoch_order(1, 5, 100))
+    assert sorted(epoch_order(1, 4, 100).tolist()) == list(range(100))
+    subset = training_subset(2, 100, 30)
+    assert len(np.unique(subset)) == 30 and subset.max() < 100
+    assert len(training_subset(2, 100, None)) == 100
+
+
+# --- training on generated data -------------------------------------------------------------
+
+
+def _generated_mnist(path: Path, n_train: int = 2048, n_test: int = 512) -> Path:
+    """Ten noisy prototypes on a 28×28 grid: learnable in a few hundred small steps."""
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((10, 28, 28)) < 0.25
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 10, size=n)
+        flips = rng.random((n, 28, 28)) < 0.1
+        images = np.logical_xor(prototypes[labels], flips)
+        noise = rng.integers(0, 60, size=(n, 28, 28))
+        return (images * 195 + noise).astype(np.uint8), labels.astype(np.uint8)
+
+    x_train, y_train = make(n_train)
+    x_test, y_test = make(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mnist_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _generated_mnist(tmp_path_factory.mktemp("data") / "mnist.npz")
+
+
+def fc_settings(**changes: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "seed": 3,
+        "densities": [0.1, 0.5],
+        "hidden_size": 32,
+        "block_size": 1,
+        "pooling": "NONE",
+        "method": "rigl",
+        "prune_ratio": 0.3,
+        "updates_per_epoch": 3,
+        "cosine_schedule": {"zero_steps": 0, "phase_delay": 0.0, "period": 0.5},
+        "optimizer": "Adam",
+        "optimizer_args": {},
+        "learning_rate": None,
+        "batch_size": 32,
+        "epochs": 2,
+        "droprate": 0.1,
+        "permute_input": "none",
+        "train_samples": None,
+    }
+    settings.update(changes)
+    return settings
+
+
+def transformer_settings(**changes: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "seed": 5,
+        "sparsity": 0.5,
+        "block_size": 4,
+        "pooling": "SUM",
+        "method": "rigl",
+        "prune_ratio": 0.3,
+        "updates_per_epoch": 2,
+        "cosine_schedule": {"zero_steps": 0, "phase_delay": 0.0, "period": 0.5},
+        "optimizer": "Adam",
+        "optimizer_args": {},
+        "learning_rate": 0.01,
+        "batch_size": 32,
+        "epochs": 2,
+        "dropout": 0.1,
+        "hidden_size": 16,
+        "heads": 2,
+        "qkv_size": 8,
+        "ff_size": 16,
+        "train_samples": None,
+    }
+    settings.update(changes)
+    return settings
+
+
+def _train(model: str, settings: dict[str, Any], mnist: Path, ops: str, out: Path) -> dict:
+    from dynsparse.train import train_sample
+
+    with open(out.parent / f"{out.name}.log", "w") as log:
+        return train_sample(model, settings, mnist, ops, out, threads=1, log=log)
+
+
+def _assert_same_results(a: Path, b: Path) -> None:
+    records_a, records_b = np.load(a / "records.npz"), np.load(b / "records.npz")
+    assert records_a.files == records_b.files
+    for key in records_a.files:
+        np.testing.assert_array_equal(records_a[key], records_b[key], err_msg=key)
+    history_a, history_b = np.load(a / "history.npz"), np.load(b / "history.npz")
+    for key in history_a.files:
+        if key not in TIMING_KEYS:
+            np.testing.assert_array_equal(history_a[key], history_b[key], err_msg=key)
+    summary_a = json.loads((a / "summary.json").read_text())
+    summary_b = json.loads((b / "summary.json").read_text())
+    assert summary_a["final_test_accuracy"] == summary_b["final_test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def fc_run(mnist_file: Path, ops_library: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fc") / "rigl"
+    _train("fc", fc_settings(), mnist_file, ops_library, out)
+    return out
+
+
+def test_fc_training_learns_and_keeps_the_pattern_size(fc_run: Path) -> None:
+    summary = json.loads((fc_run / "summary.json").read_text())
+    assert summary["final_test_accuracy"] > 0.8, summary["final_test_accuracy"]
+    assert summary["traces"] == {"train_chunk": 1, "update_step": 1, "evaluate": 1}
+    assert summary["nonzero_blocks"] == {"fc1": 2509, "fc2": 160}
+    assert summary["throughput_samples_per_second"] > 0 and summary["peak_memory_mb"] > 0
+    records = Records.load(fc_run / "records.npz")
+    # 2 epochs × 3 updates after the initial pattern
+    assert records.update_index.tolist() == list(range(7))
+    assert records.n_updates == 6
+    batches = 2048 // 32
+    assert records.step.tolist() == [0, 21, 42, 64, 85, 106, 128]
+    for name in ("fc1", "fc2"):
+        rows = records[f"{name}/rows"]
+        assert rows.shape[0] == 7
+        cols = records[f"{name}/cols"]
+        positions = [set(zip(r, c, strict=True)) for r, c in zip(rows, cols, strict=True)]
+        assert all(len(p) == rows.shape[1] for p in positions)
+        assert positions[0] != positions[1], "RigL moved no block"
+        assert positions[-2] == positions[-1], "the last update prunes nothing (f(T) = 0)"
+    np.testing.assert_array_equal(records["permutation"], np.arange(784))
+    history = np.load(fc_run / "history.npz")
+    assert len(history["loss"]) == 2 * batches
+    assert history["step"].tolist() == list(range(1, 2 * batches + 1))
+    assert history["pruned_fraction"][0] == 0.0 and history["pruned_fraction"][-1] > 0.0
+    assert history["test_accuracy"].shape == (2,)
+    assert not (fc_run / "checkpoints").exists(), "a finished run removes its checkpoints"
+    assert list((fc_run / "tensorboard").glob("events.out.tfevents.*"))
+    log = (fc_run.parent / "rigl.log").read_text()
+    assert "epoch 2/2" in log and "it/s" in log
+
+
+@pytest.mark.parametrize("method", ["random", "static"])
+def test_fc_random_and_static(
+    method: str, mnist_file: Path, ops_library: str, tmp_path: Path
+) -> None:
+    out = tmp_path / method
+    settings = fc_settings(method=method, epochs=1, block_size=4, pooling="MAX")
+    summary = _train("fc", settings, mnist_file, ops_library, out)
+    assert summary["final_test_accuracy"] > 0.5
+    assert summary["traces"]["update_step"] == 0, "no dense gradient without rigl"
+    records = Records.load(out / "records.npz")
+    first, last = records["fc1/rows"][0], records["fc1/rows"][-1]
+    cols_first, cols_last = records["fc1/cols"][0], records["fc1/cols"][-1]
+    same = np.array_equal(first, last) and np.array_equal(cols_first, cols_last)
+    assert same == (method == "static")
+
+
+def test_transformer_training_learns(mnist_file: Path, ops_library: str, tmp_path: Path) -> None:
+    out = tmp_path / "transformer"
+    summary = _train("transformer", transformer_settings(), mnist_file, ops_library, out)
+    assert summary["final_test_accuracy"] > 0.4, summary["final_test_accuracy"]
+    assert summary["traces"] == {"train_chunk": 1, "update_step": 1, "evaluate": 1}
+    records = Records.load(out / "records.npz")
+    assert records.layers == ["embedding", "qkv", "attention_out", "ffn1", "ffn2", "head"]
+    assert int(records["input_features"]) == 28 and int(records["padded_features"]) == 28
+    assert records["head/shape"].tolist() == [16, 12]
+
+
+def test_same_seed_gives_identical_results(
+    fc_run: Path, mnist_file: Path, ops_library: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "again"
+    _train("fc", fc_settings(), mnist_file, ops_library, out)
+    _assert_same_results(fc_run, out)
+
+
+_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {workflow!r})
+from dynsparse.train import train_sample
+settings = {settings!r}
+
+def kill_in_second_epoch(kind, epoch, step):
+    if kind == "chunk" and epoch == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+with open({log!r}, "w") as log:
+    train_sample("fc", settings, {mnist!r}, {ops!r}, {out!r}, 1, log, on_event=kill_in_second_epoch)
+"""
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(
+    fc_run: Path, mnist_file: Path, ops_library: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "resumed"
+    script = _KILLER.format(
+        workflow=str(WORKFLOW),
+        settings=fc_settings(),
+        log=str(tmp_path / "killed.log"),
+        mnist=str(mnist_file),
+        ops=str(ops_library),
+        out=str(out),
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": "0"}, check=False
+    )
+    assert killed.returncode == -9, (tmp_path / "killed.log").read_text()
+    assert not (out / "summary.json").exists()
+    assert list((out / "checkpoints").glob("*/epoch-0001/state.json"))
+
+    summary = _train("fc", fc_settings(), mnist_file, ops_library, out)
+    assert summary["resumed_from_epoch"] == 1
+    _assert_same_results(fc_run, out)
+
+
+def test_a_changed_config_does_not_resume(
+    mnist_file: Path, ops_library: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "changed"
+    script = _KILLER.format(
+        workflow=str(WORKFLOW),
+        settings=fc_settings(),
+        log=str(tmp_path / "killed.log"),
+        mnist=str(mnist_file),
+        ops=str(ops_library),
+        out=str(out),
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    assert list((out / "checkpoints").glob("*/epoch-0001/state.json"))
+    summary = _train("fc", fc_settings(epochs=1), mnist_file, ops_library, out)
+    assert summary["resumed_from_epoch"] is None

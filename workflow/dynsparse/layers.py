@@ -1,0 +1,275 @@
+"""Block-sparse and dense linear layers, and small optimizers whose slots we control.
+
+`SparseLinear` holds a fixed-capacity block-sparse weight (values [nnz, bs, bs], rows, cols) and
+computes with the native `bsmm` op. A RigL update assigns a new pattern in place (no retrace) and
+`Optimizer.relayout` moves the optimizer slots with the blocks: kept blocks keep their state,
+regrown ones start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from dynsparse import ops, rigl
+
+
+@dataclass
+class Captured:
+    """A sparse layer's input and pre-bias output, for the update step's dense gradient."""
+
+    layer: SparseLinear
+    x: tf.Tensor  # [M, n_in]
+    pre_bias: tf.Tensor  # [M, n_out]
+
+
+class SparseLinear(tf.Module):
+    """y = x·W (+ b) with W [n_in, n_out] block-sparse: `nnz` blocks of bs×bs.
+
+    Inputs of rank > 2 are flattened to [M, n_in] for the op and reshaped back.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        *,
+        density: float,
+        block_size: int,
+        pooling: str,
+        use_bias: bool,
+        index_rng: np.random.Generator,
+        value_rng: np.random.Generator,
+        name: str,
+    ) -> None:
+        super().__init__(name=name)
+        if n_in % block_size or n_out % block_size:
+            raise ValueError(f"{name}: {n_in}×{n_out} is not a multiple of block size {block_size}")
+        if pooling not in rigl.POOLINGS:
+            raise ValueError(f"{name}: unknown pooling {pooling!r}")
+        self.layer_name = name
+        self.n_in = n_in
+        self.n_out = n_out
+        self.block_size = block_size
+        self.pooling = pooling
+        self.density = density
+        self.grid_shape = (n_in // block_size, n_out // block_size)
+        self.nnz = rigl.block_count(density, n_in, n_out, block_size)
+        rows, cols = rigl.initial_pattern(self.grid_shape, self.nnz, index_rng)
+        limit = rigl.init_limit(n_in, n_out, density)
+        values = value_rng.uniform(-limit, limit, size=self.nnz * block_size * block_size)
+        self.values = tf.Variable(
+            values.reshape(self.nnz, block_size, block_size).astype(np.float32), name="values"
+        )
+        self.rows = tf.Variable(rows, trainable=False, name="rows", dtype=tf.int32)
+        self.cols = tf.Variable(cols, trainable=False, name="cols", dtype=tf.int32)
+        self.bias = tf.Variable(tf.zeros([n_out]), name="bias") if use_bias else None
+
+    def __call__(self, x: tf.Tensor, capture: list[Captured] | None = None) -> tf.Tensor:
+        leading = tf.shape(x)[:-1]
+        x2 = tf.reshape(x, [-1, self.n_in])
+        pre_bias = ops.bsmm(x2, self.values, self.rows, self.cols, n_out=self.n_out)
+        if capture is not None:
+            capture.append(Captured(self, x2, pre_bias))
+        y = pre_bias if self.bias is None else pre_bias + self.bias
+        return tf.reshape(y, tf.concat([leading, [self.n_out]], axis=0))
+
+    def dense_grad(self, x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+        """|xᵀ·dy|, [n_in, n_out] for pooling NONE, else pooled to the block grid."""
+        pooling = self.pooling if self.block_size > 1 else "NONE"
+        return ops.bsmm_dense_grad(x, dy, block_size=self.block_size, pooling=pooling)
+
+    def pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.rows.numpy(), self.cols.numpy(), self.values.numpy()
+
+    def assign_pattern(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
+        if len(rows) != self.nnz or len(cols) != self.nnz or values.shape != self.values.shape:
+            raise ValueError(f"{self.layer_name}: the new pattern must keep {self.nnz} blocks")
+        self.rows.assign(rows.astype(np.int32))
+        self.cols.assign(cols.astype(np.int32))
+        self.values.assign(values.astype(np.float32))
+
+    @property
+    def parameter_count(self) -> int:
+        bias = 0 if self.bias is None else self.n_out
+        return self.nnz * self.block_size**2 + bias
+
+
+class DenseLinear(tf.Module):
+    """y = x·W + b with glorot-uniform W and zero b."""
+
+    def __init__(
+        self, n_in: int, n_out: int, *, use_bias: bool, value_rng: np.random.Generator, name: str
+    ) -> None:
+        super().__init__(name=name)
+        self.layer_name = name
+        self.n_in = n_in
+        self.n_out = n_out
+        limit = math.sqrt(6.0 / (n_in + n_out))
+        kernel = value_rng.uniform(-limit, limit, size=(n_in, n_out)).astype(np.float32)
+        self.kernel = tf.Variable(kernel, name="kernel")
+        self.bias = tf.Variable(tf.zeros([n_out]), name="bias") if use_bias else None
+
+    def __call__(self, x: tf.Tensor, capture: list[Captured] | None = None) -> tf.Tensor:
+        y = tf.tensordot(x, self.kernel, axes=1) if x.shape.rank != 2 else x @ self.kernel
+        return y if self.bias is None else y + self.bias
+
+    @property
+    def parameter_count(self) -> int:
+        return self.n_in * self.n_out + (0 if self.bias is None else self.n_out)
+
+
+# --- optimizers ----------------------------------------------------------------------------
+
+
+class Optimizer(tf.Module):
+    """Plain TF1-style optimizers on fused kernels, with slot variables we can re-lay out.
+
+    The learning rate is a variable, so a schedule never retraces the training function.
+    """
+
+    slot_names: tuple[str, ...] = ()
+
+    def __init__(self, variables: Sequence[tf.Variable], name: str) -> None:
+        super().__init__(name=name)
+        self.learning_rate = tf.Variable(0.0, trainable=False, name="learning_rate")
+        self.variables_ = list(variables)
+        self.slots: dict[str, list[tf.Variable]] = {
+            slot: [
+                tf.Variable(tf.zeros_like(v), trainable=False, name=f"{slot}_{i}")
+                for i, v in enumerate(self.variables_)
+            ]
+            for slot in self.slot_names
+        }
+        self._index = {v.ref(): i for i, v in enumerate(self.variables_)}
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        raise NotImplementedError
+
+    def slots_of(self, variable: tf.Variable) -> dict[str, tf.Variable]:
+        i = self._index[variable.ref()]
+        return {slot: self.slots[slot][i] for slot in self.slot_names}
+
+    def relayout(self, variable: tf.Variable, gather: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Move every slot of `variable` as its blocks moved (`PatternUpdate.gather`)."""
+        for slot_variable in self.slots_of(variable).values():
+            slot_variable.assign(gather(slot_variable.numpy()))
+
+
+class GradientDescent(Optimizer):
+    def __init__(self, variables: Sequence[tf.Variable]) -> None:
+        super().__init__(variables, name="GradientDescent")
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        for variable, grad in zip(self.variables_, grads, strict=True):
+            tf.raw_ops.ResourceApplyGradientDescent(
+                var=variable.handle, alpha=self.learning_rate, delta=grad
+            )
+
+
+class Momentum(Optimizer):
+    slot_names = ("momentum",)
+
+    def __init__(
+        self, variables: Sequence[tf.Variable], momentum: float = 1e-4, nesterov: bool = True
+    ) -> None:
+        super().__init__(variables, name="Momentum")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        for variable, accum, grad in zip(
+            self.variables_, self.slots["momentum"], grads, strict=True
+        ):
+            tf.raw_ops.ResourceApplyMomentum(
+                var=variable.handle,
+                accum=accum.handle,
+                lr=self.learning_rate,
+                grad=grad,
+                momentum=tf.constant(self.momentum),
+                use_nesterov=self.nesterov,
+            )
+
+
+class Adam(Optimizer):
+    """TF1 AdamOptimizer: bias correction through beta powers that RigL never touches."""
+
+    slot_names = ("m", "v")
+
+    def __init__(
+        self,
+        variables: Sequence[tf.Variable],
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        epsilon: float = 1e-8,
+    ) -> None:
+        super().__init__(variables, name="Adam")
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.epsilon = float(epsilon)
+        self.beta1_power = tf.Variable(self.beta1, trainable=False, name="beta1_power")
+        self.beta2_power = tf.Variable(self.beta2, trainable=False, name="beta2_power")
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        for variable, m, v, grad in zip(
+            self.variables_, self.slots["m"], self.slots["v"], grads, strict=True
+        ):
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=self.beta1_power,
+                beta2_power=self.beta2_power,
+                lr=self.learning_rate,
+                beta1=tf.constant(self.beta1),
+                beta2=tf.constant(self.beta2),
+                epsilon=tf.constant(self.epsilon),
+                grad=grad,
+            )
+        self.beta1_power.assign(self.beta1_power * self.beta1)
+        self.beta2_power.assign(self.beta2_power * self.beta2)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "GradientDescent": GradientDescent,
+    "Momentum": Momentum,
+    "Adam": Adam,
+}
+
+
+def make_optimizer(name: str, variables: Sequence[tf.Variable], args: dict[str, Any]) -> Optimizer:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
+    try:
+        return OPTIMIZERS[name](variables, **args)
+    except TypeError as error:
+        raise ValueError(f"bad optimizer_args for {name}: {args} ({error})") from None
+
+
+def learning_rate(
+    model: str, optimizer: str, base: float | None, epoch: int, epochs: int, batch_size: int
+) -> float:
+    """The learning rate of `epoch` (0-based).
+
+    `base` None gives the original's schedules: FC Adam 0.002·16/batch constant, FC Momentum and
+    GradientDescent 0.02·16/batch stepped down at 20/40/60/80 % of training; the transformer
+    2e-3/batch stepped ×1, 0.5, 0.3, 0.1 at quarters. A number replaces the base value and keeps
+    the schedule's shape.
+    """
+    progress = epoch / epochs
+    if model == "fc":
+        if optimizer == "Adam":
+            return (0.002 * 16 / batch_size) if base is None else base
+        steps = (1.0, 0.5, 0.25, 0.05, 0.005)
+        start = (0.02 * 16 / batch_size) if base is None else base
+        return start * steps[min(int(math.floor(progress / 0.2 + 1e-9)), 4)]
+    if model == "transformer":
+        start = (2e-3 / batch_size) if base is None else base
+        factors = (1.0, 0.5, 0.3, 0.1)
+        return start * factors[min(int(math.floor(progress / 0.25 + 1e-9)), 3)]
+    raise ValueError(f"unknown model {model!r}")

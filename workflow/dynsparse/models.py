@@ -1,0 +1,292 @@
+"""The FC and transformer MNIST models, built from `SparseLinear` / `DenseLinear`.
+
+A model maps uint8 images [B, 28, 28] (or already prepared float inputs) to logits [B, 10].
+`__call__(x, training, capture)`: dropout only when `training`; every sparse layer appends its
+input and pre-bias output to `capture` (a list) when one is given, for the RigL dense gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from dynsparse.layers import Captured, DenseLinear, SparseLinear
+
+IMAGE_SIDE = 28
+N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+N_CLASSES = 10
+
+Linear = SparseLinear | DenseLinear
+
+
+def block_tile_shape(block_size: int) -> tuple[int, int]:
+    """(h, w): h the smallest power of two with h² ≥ bs, w = bs/h (1→1×1, 4→2×2, 8→4×2, 16→4×4)."""
+    h = 1
+    while h * h < block_size:
+        h *= 2
+    return h, block_size // h
+
+
+def input_permutation(mode: str, block_size: int, seed: int) -> np.ndarray:
+    """perm [784]: input column k holds original pixel perm[k]."""
+    if mode == "none":
+        return np.arange(N_PIXELS, dtype=np.int64)
+    if mode == "random":
+        return np.random.RandomState(seed).permutation(N_PIXELS).astype(np.int64)
+    if mode == "block":
+        h, w = block_tile_shape(block_size)
+        if IMAGE_SIDE % h or IMAGE_SIDE % w:
+            raise ValueError(f"block size {block_size}: tiles {h}×{w} do not divide 28")
+        perm = [
+            (gi * h + li) * IMAGE_SIDE + (gj * w + lj)
+            for gi in range(IMAGE_SIDE // h)
+            for gj in range(IMAGE_SIDE // w)
+            for li in range(h)
+            for lj in range(w)
+        ]
+        return np.asarray(perm, dtype=np.int64)
+    raise ValueError(f"unknown permute_input {mode!r}")
+
+
+def dropout(x: tf.Tensor, rate: float, rng: tf.random.Generator) -> tf.Tensor:
+    if rate <= 0.0:
+        return x
+    keep = rng.uniform(tf.shape(x)) >= rate
+    return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
+
+
+def _index_rng(seed: int, layer_number: int) -> np.random.Generator:
+    # One index generator per layer, so layers of equal shape do not share a pattern.
+    return np.random.default_rng([seed, layer_number])
+
+
+class FCModel(tf.Module):
+    """784 → hidden (ReLU) → dropout → 10, fc1/fc2 sparse when their density is below 1."""
+
+    model_name = "fc"
+
+    def __init__(self, settings: dict[str, Any], dropout_rng: tf.random.Generator) -> None:
+        super().__init__(name="fc")
+        seed = int(settings["seed"])
+        d1, d2 = (float(d) for d in settings["densities"])
+        hidden = int(settings["hidden_size"])
+        block_size = int(settings["block_size"])
+        value_rng = np.random.default_rng(seed)
+        self.fc1 = self._linear(
+            "fc1", N_PIXELS, hidden, d1, block_size, settings["pooling"], seed, 1, value_rng
+        )
+        self.fc2 = self._linear("fc2", hidden, N_CLASSES, d2, 1, "NONE", seed, 2, value_rng)
+        self.droprate = float(settings["droprate"])
+        self.dropout_rng = dropout_rng
+        self.permutation = input_permutation(settings["permute_input"], block_size, seed)
+
+    @staticmethod
+    def _linear(
+        name: str,
+        n_in: int,
+        n_out: int,
+        density: float,
+        block_size: int,
+        pooling: str,
+        seed: int,
+        layer_number: int,
+        value_rng: np.random.Generator,
+    ) -> Linear:
+        if density >= 1.0:
+            return DenseLinear(n_in, n_out, use_bias=True, value_rng=value_rng, name=name)
+        return SparseLinear(
+            n_in,
+            n_out,
+            density=density,
+            block_size=block_size,
+            pooling=pooling,
+            use_bias=True,
+            index_rng=_index_rng(seed, layer_number),
+            value_rng=value_rng,
+            name=name,
+        )
+
+    @property
+    def layers(self) -> list[Linear]:
+        return [self.fc1, self.fc2]
+
+    @property
+    def sparse_layers(self) -> list[SparseLinear]:
+        return [layer for layer in self.layers if isinstance(layer, SparseLinear)]
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, 28, 28] → uint8 [N, 784], permuted (kept uint8 to save memory)."""
+        flat = images.reshape(len(images), N_PIXELS)
+        return np.ascontiguousarray(flat[:, self.permutation])
+
+    def record_extras(self) -> dict[str, np.ndarray]:
+        return {"permutation": self.permutation.astype(np.int64)}
+
+    def __call__(
+        self, x: tf.Tensor, training: bool, capture: list[Captured] | None = None
+    ) -> tf.Tensor:
+        x = tf.cast(x, tf.float32) * (1.0 / 255.0)
+        h = tf.nn.relu(self.fc1(x, capture))
+        if training:
+            h = dropout(h, self.droprate, self.dropout_rng)
+        return self.fc2(h, capture)
+
+
+def positional_encoding(length: int, width: int) -> np.ndarray:
+    """pe[pos, 2i] = sin(pos·exp(−ln(10000)·2i/E)), pe[pos, 2i+1] = cos(same)."""
+    pe = np.zeros((length, width), dtype=np.float64)
+    position = np.arange(length)[:, None]
+    div = np.exp(-math.log(10000.0) * np.arange(0, width, 2) / width)
+    pe[:, 0::2] = np.sin(position * div)
+    pe[:, 1::2] = np.cos(position * div)[:, : width // 2]
+    return pe.astype(np.float32)
+
+
+class GroupNorm1(tf.Module):
+    """GroupNorm with one group: statistics over all but the first axis, per-feature gamma, beta.
+
+    As the original's IPU group norm: for activations [B, S, H] the mean and variance are per
+    example over all tokens and features jointly; for a 2-D table [S, H], per row.
+    """
+
+    def __init__(self, width: int, name: str, epsilon: float = 1e-6) -> None:
+        super().__init__(name=name)
+        self.gamma = tf.Variable(tf.fill([width], 0.1), name="gamma")
+        self.beta = tf.Variable(tf.zeros([width]), name="beta")
+        self.epsilon = epsilon
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        axes = list(range(1, x.shape.rank))
+        mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+        return (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+
+
+class TransformerModel(tf.Module):
+    """28 row tokens → sparse embedding → one pre-norm encoder layer → per-token head, summed."""
+
+    model_name = "transformer"
+    layer_names = ("embedding", "qkv", "attention_out", "ffn1", "ffn2", "head")
+
+    def __init__(self, settings: dict[str, Any], dropout_rng: tf.random.Generator) -> None:
+        super().__init__(name="transformer")
+        seed = int(settings["seed"])
+        sparsity = float(settings["sparsity"])
+        block_size = int(settings["block_size"]) if sparsity > 0 else 1
+        pooling = settings["pooling"]
+        self.hidden = int(settings["hidden_size"])
+        self.heads = int(settings["heads"])
+        self.qkv_size = int(settings["qkv_size"])
+        ff_size = int(settings["ff_size"])
+        self.rate = float(settings["dropout"])
+        self.dropout_rng = dropout_rng
+        self.input_features = IMAGE_SIDE
+        self.padded_features = _round_up(IMAGE_SIDE, block_size)
+        self.head_width = _round_up(N_CLASSES, block_size)
+        attention_width = self.heads * self.qkv_size
+        shapes = {
+            "embedding": (self.padded_features, self.hidden, True),
+            "qkv": (self.hidden, 3 * attention_width, False),
+            "attention_out": (attention_width, self.hidden, False),
+            "ffn1": (self.hidden, ff_size, True),
+            "ffn2": (ff_size, self.hidden, True),
+            "head": (self.hidden, self.head_width, False),
+        }
+        value_rng = np.random.default_rng(seed)
+        made: dict[str, Linear] = {}
+        for number, (name, (n_in, n_out, use_bias)) in enumerate(shapes.items(), start=1):
+            if sparsity <= 0.0:
+                made[name] = DenseLinear(
+                    n_in, n_out, use_bias=use_bias, value_rng=value_rng, name=name
+                )
+            else:
+                made[name] = SparseLinear(
+                    n_in,
+                    n_out,
+                    density=1.0 - sparsity,
+                    block_size=block_size,
+                    pooling=pooling,
+                    use_bias=use_bias,
+                    index_rng=_index_rng(seed, number),
+                    value_rng=value_rng,
+                    name=name,
+                )
+        self.embedding = made["embedding"]
+        self.qkv = made["qkv"]
+        self.attention_out = made["attention_out"]
+        self.ffn1 = made["ffn1"]
+        self.ffn2 = made["ffn2"]
+        self.head = made["head"]
+        self.pe_table = tf.constant(positional_encoding(IMAGE_SIDE, self.padded_features))
+        self.pe_norm = GroupNorm1(self.padded_features, name="pe_norm")
+        self.attention_norm = GroupNorm1(self.hidden, name="attention_norm")
+        self.ffn_norm = GroupNorm1(self.hidden, name="ffn_norm")
+
+    @property
+    def layers(self) -> list[Linear]:
+        return [self.embedding, self.qkv, self.attention_out, self.ffn1, self.ffn2, self.head]
+
+    @property
+    def sparse_layers(self) -> list[SparseLinear]:
+        return [layer for layer in self.layers if isinstance(layer, SparseLinear)]
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, 28, 28] → uint8 [N, 28, padded_features] (zero-padded features)."""
+        padding = self.padded_features - IMAGE_SIDE
+        return np.ascontiguousarray(np.pad(images, ((0, 0), (0, 0), (0, padding))))
+
+    def record_extras(self) -> dict[str, np.ndarray]:
+        return {
+            "input_features": np.array(self.input_features, dtype=np.int64),
+            "padded_features": np.array(self.padded_features, dtype=np.int64),
+        }
+
+    def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        return dropout(x, self.rate, self.dropout_rng) if training else x
+
+    def __call__(
+        self, x: tf.Tensor, training: bool, capture: list[Captured] | None = None
+    ) -> tf.Tensor:
+        x = tf.cast(x, tf.float32) * (1.0 / 255.0)
+        x = self._dropout(x + self.pe_norm(self.pe_table), training)
+        x = self.embedding(x, capture)
+
+        attention_in = self.attention_norm(x)
+        qkv = self.qkv(attention_in, capture)
+        batch = tf.shape(qkv)[0]
+        tokens = IMAGE_SIDE
+        # Split on the last axis, not by slicing a 5-D transpose: the strided-slice gradients of
+        # the latter cost several times the whole attention.
+        q, k, v = (
+            tf.transpose(tf.reshape(part, [batch, tokens, self.heads, self.qkv_size]), [0, 2, 1, 3])
+            for part in tf.split(qkv, 3, axis=-1)
+        )  # each [B, heads, T, d]
+        scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.qkv_size))
+        attended = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [B, heads, T, d]
+        attended = tf.reshape(
+            tf.transpose(attended, [0, 2, 1, 3]), [batch, tokens, self.heads * self.qkv_size]
+        )
+        x = x + self._dropout(self.attention_out(attended, capture), training)
+
+        ffn_in = self.ffn_norm(x)
+        hidden = self._dropout(tf.nn.gelu(self.ffn1(ffn_in, capture)), training)
+        x = x + self._dropout(self.ffn2(hidden, capture), training)
+
+        token_logits = self.head(x, capture)[..., :N_CLASSES]
+        return tf.reduce_sum(token_logits, axis=1)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def build_model(
+    model_name: str, settings: dict[str, Any], dropout_rng: tf.random.Generator
+) -> FCModel | TransformerModel:
+    if model_name == "fc":
+        return FCModel(settings, dropout_rng)
+    if model_name == "transformer":
+        return TransformerModel(settings, dropout_rng)
+    raise ValueError(f"unknown model {model_name!r}")
