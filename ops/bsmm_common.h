@@ -1,11 +1,11 @@
-// Shared pieces of the block-sparse matmul (Bsmm*) ops: argument checks, block orderings,
-// SIMD helpers, a parallel transpose and the micro-kernels.
+// Shared pieces of the block-sparse matmul (Bsmm*) ops: threading, argument checks, block
+// grouping, packing and the micro-kernels.
 //
 // A sparse W [n_in, n_out] is held as values [nnz, bs, bs], rows [nnz], cols [nnz]: block b
 // covers W[rows[b]*bs : +bs, cols[b]*bs : +bs] = values[b].
 //
 // Determinism: every parallel work unit owns a fixed part of the output (an output block-column,
-// an input block-row, a non-zero block, an output tile) and computes it with a fixed summation
+// an input block-row, a non-zero block, an output tile) and computes it in a fixed summation
 // order, so results do not depend on the number of threads or on how units are sharded.
 #ifndef DYNSPARSE_OPS_BSMM_COMMON_H_
 #define DYNSPARSE_OPS_BSMM_COMMON_H_
@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,20 @@ namespace dynsparse {
 
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
+
+// ---------------------------------------------------------------------------------------------
+// Threading. A unit owns a fixed part of the output; shards only group consecutive units.
+
+using ThreadPool = tensorflow::thread::ThreadPool;
+
+inline void ParallelUnits(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
+                          const std::function<void(int64_t, int64_t)>& fn) {
+  if (units <= 0) return;
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  workers->ParallelFor(units,
+                       ThreadPool::SchedulingParams::Adaptive(std::max<int64_t>(cost_per_unit, 1)),
+                       fn);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Argument checks. Messages name the tensor, the offending value and the fix.
@@ -55,6 +70,13 @@ inline absl::Status CheckRank(const char* op, const char* name, const Tensor& t,
   if (t.dims() == rank) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " must have rank ", rank,
                                                  ", got shape ", t.shape().DebugString(), "."));
+}
+
+inline absl::Status CheckSameBatch(const char* op, const Tensor& x, const Tensor& dy) {
+  if (x.dim_size(0) == dy.dim_size(0)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": x and dy must have the same number of rows (batch), got x ", x.shape().DebugString(),
+      " and dy ", dy.shape().DebugString(), "."));
 }
 
 // values [nnz, bs, bs], rows [nnz], cols [nnz]; `values` may be null (ops without values).
@@ -85,15 +107,16 @@ inline absl::Status CheckBlockTensors(const char* op, const Tensor* values, cons
   return absl::OkStatus();
 }
 
-// Blocks grouped by one coordinate (the "key"): blocks of key k are order[ptr[k] .. ptr[k+1]),
-// in increasing block index. Built with a counting sort, O(nnz + n_keys).
-struct BlockGroups {
-  std::vector<int32_t> ptr;
-  std::vector<int32_t> order;
-};
-
 inline absl::Status CheckRange(const char* op, const char* name, const int32_t* idx, int64_t nnz,
                                int64_t limit, const char* dim_name, int64_t dim, int64_t bs) {
+  // A vectorisable min/max first; the search for the culprit only runs on failure.
+  int32_t lo = 0;
+  int32_t hi = 0;
+  for (int64_t b = 0; b < nnz; ++b) {
+    lo = std::min(lo, idx[b]);
+    hi = std::max(hi, idx[b]);
+  }
+  if (lo >= 0 && (nnz == 0 || hi < limit)) return absl::OkStatus();
   for (int64_t b = 0; b < nnz; ++b) {
     if (idx[b] < 0 || idx[b] >= limit) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -105,12 +128,26 @@ inline absl::Status CheckRange(const char* op, const char* name, const int32_t* 
   return absl::OkStatus();
 }
 
-// Checks both coordinate ranges and that no (row, col) block appears twice, then groups the
-// blocks by `key`. Everything here runs before any parallel write.
-inline absl::Status GroupBlocks(const char* op, const int32_t* rows, const int32_t* cols,
-                                int64_t nnz, int64_t n_block_rows, int64_t n_block_cols,
-                                int64_t n_in, int64_t n_out, int64_t bs, bool by_row,
-                                BlockGroups* groups) {
+// Blocks grouped by one coordinate (the key): the blocks of key k are order[ptr[k] .. ptr[k+1])
+// in increasing block index, and other[p] is the other coordinate of block order[p].
+struct BlockGroups {
+  int64_t n_keys = 0;
+  int64_t nnz = 0;
+  std::unique_ptr<int32_t[]> ptr;
+  std::unique_ptr<int32_t[]> order;
+  std::unique_ptr<int32_t[]> other;
+  int64_t size() const { return nnz; }
+  int64_t keys() const { return n_keys; }
+};
+
+// Checks both coordinate ranges and that no (row, col) block appears twice, and groups the
+// blocks by rows (by_row) or by cols with a stable counting sort, O(nnz + n_keys). The sort runs
+// over a number of block ranges that depends only on nnz, so the result does not depend on the
+// threads. This runs before any write to an output.
+inline absl::Status GroupBlocks(OpKernelContext* ctx, const char* op, const int32_t* rows,
+                                const int32_t* cols, int64_t nnz, int64_t n_block_rows,
+                                int64_t n_block_cols, int64_t n_in, int64_t n_out, int64_t bs,
+                                bool by_row, BlockGroups* groups) {
   TF_RETURN_IF_ERROR(CheckRange(op, "rows", rows, nnz, n_block_rows, "n_in", n_in, bs));
   TF_RETURN_IF_ERROR(CheckRange(op, "cols", cols, nnz, n_block_cols, "n_out", n_out, bs));
   if (nnz > n_block_rows * n_block_cols) {
@@ -122,30 +159,70 @@ inline absl::Status GroupBlocks(const char* op, const int32_t* rows, const int32
   const int32_t* other = by_row ? cols : rows;
   const int64_t n_keys = by_row ? n_block_rows : n_block_cols;
   const int64_t n_other = by_row ? n_block_cols : n_block_rows;
+  groups->n_keys = n_keys;
+  groups->nnz = nnz;
+  groups->ptr.reset(new int32_t[n_keys + 1]);
+  groups->order.reset(new int32_t[std::max<int64_t>(nnz, 1)]);
+  groups->other.reset(new int32_t[std::max<int64_t>(nnz, 1)]);
+  int32_t* ptr = groups->ptr.get();
+  int32_t* order = groups->order.get();
+  int32_t* other_sorted = groups->other.get();
 
-  groups->ptr.assign(n_keys + 1, 0);
-  groups->order.resize(nnz);
-  for (int64_t b = 0; b < nnz; ++b) ++groups->ptr[key[b] + 1];
-  for (int64_t k = 0; k < n_keys; ++k) groups->ptr[k + 1] += groups->ptr[k];
-  std::vector<int32_t> next(groups->ptr.begin(), groups->ptr.end() - 1);
-  for (int64_t b = 0; b < nnz; ++b) groups->order[next[key[b]]++] = static_cast<int32_t>(b);
-
-  // Duplicates: within each key group, mark the other coordinate with the group's key.
-  std::vector<int32_t> seen_key(n_other, -1);
-  std::vector<int32_t> seen_block(n_other, -1);
-  for (int64_t k = 0; k < n_keys; ++k) {
-    for (int32_t p = groups->ptr[k]; p < groups->ptr[k + 1]; ++p) {
-      const int32_t b = groups->order[p];
-      const int32_t o = other[b];
-      if (seen_key[o] == k) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            op, ": duplicate block (row ", rows[b], ", col ", cols[b], ") at positions ",
-            seen_block[o], " and ", b,
-            " of rows/cols. Each block may appear once; merge or move one of them."));
-      }
-      seen_key[o] = static_cast<int32_t>(k);
-      seen_block[o] = b;
+  // Counting sort over `parts` consecutive ranges of blocks: count, offsets, scatter.
+  constexpr int64_t kPartBlocks = 1 << 15;
+  const int64_t parts = std::clamp<int64_t>(nnz / kPartBlocks, 1, 16);
+  std::vector<int32_t> next(parts * n_keys, 0);
+  auto part_begin = [&](int64_t q) { return q * nnz / parts; };
+  ParallelUnits(ctx, parts, kPartBlocks * 2, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      int32_t* count = next.data() + q * n_keys;
+      for (int64_t b = part_begin(q); b < part_begin(q + 1); ++b) ++count[key[b]];
     }
+  });
+  int32_t running = 0;
+  for (int64_t k = 0; k < n_keys; ++k) {
+    ptr[k] = running;
+    for (int64_t q = 0; q < parts; ++q) {
+      const int32_t count = next[q * n_keys + k];
+      next[q * n_keys + k] = running;
+      running += count;
+    }
+  }
+  ptr[n_keys] = running;
+  ParallelUnits(ctx, parts, kPartBlocks * 4, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      int32_t* slot = next.data() + q * n_keys;
+      for (int64_t b = part_begin(q); b < part_begin(q + 1); ++b) {
+        order[slot[key[b]]++] = static_cast<int32_t>(b);
+      }
+    }
+  });
+
+  // Other coordinates, and duplicates: within a key group, stamp each other-coordinate with the
+  // key. first_duplicate[k] belongs to the unit of key k, so the report does not depend on
+  // sharding.
+  std::vector<int32_t> first_duplicate(n_keys, -1);
+  ParallelUnits(ctx, n_keys, 4 + 8 * nnz / std::max<int64_t>(n_keys, 1),
+                [&](int64_t begin, int64_t end) {
+                  std::vector<int32_t> stamp(n_other, -1);
+                  for (int64_t k = begin; k < end; ++k) {
+                    for (int32_t p = ptr[k]; p < ptr[k + 1]; ++p) {
+                      const int32_t o = other[order[p]];
+                      other_sorted[p] = o;
+                      if (stamp[o] == k && first_duplicate[k] < 0) first_duplicate[k] = p;
+                      stamp[o] = static_cast<int32_t>(k);
+                    }
+                  }
+                });
+  for (int64_t k = 0; k < n_keys; ++k) {
+    const int32_t p = first_duplicate[k];
+    if (p < 0) continue;
+    int32_t q = ptr[k];
+    while (other_sorted[q] != other_sorted[p]) ++q;
+    const int32_t b = order[p];
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": duplicate block (row ", rows[b], ", col ", cols[b], ") at positions ", order[q],
+        " and ", b, " of rows/cols. Each block may appear once; merge or move one of them."));
   }
   return absl::OkStatus();
 }
@@ -182,65 +259,111 @@ inline void Store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+template <typename T>
+constexpr int NativeLanes() {
+  return kVecBytes / static_cast<int>(sizeof(T));
+}
+
 // Lanes used for a row of `width` elements: one native vector, or a narrower one.
 template <typename T, int width>
 constexpr int LanesFor() {
-  constexpr int native = kVecBytes / static_cast<int>(sizeof(T));
-  return width < native ? width : native;
+  return width < NativeLanes<T>() ? width : NativeLanes<T>();
+}
+
+// Sum of the lanes of a vector, halving it in a fixed order.
+template <typename T, int L>
+struct LaneSummer {
+  static T Run(const Vec<T, L>& v) {
+    Vec<T, L / 2> lo, hi;
+    std::memcpy(&lo, &v, sizeof(lo));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    return LaneSummer<T, L / 2>::Run(lo + hi);
+  }
+};
+template <typename T>
+struct LaneSummer<T, 1> {
+  static T Run(const Vec<T, 1>& v) { return v[0]; }
+};
+template <typename T, int L>
+inline T LaneSum(const Vec<T, L>& v) {
+  return LaneSummer<T, L>::Run(v);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Threading. One work unit owns a fixed part of the output; shards only group units.
+// Packing (copies of the input, never of the dense weight).
 
-using ThreadPool = tensorflow::thread::ThreadPool;
-
-inline void ParallelUnits(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
-                          const std::function<void(int64_t, int64_t)>& fn) {
-  if (units <= 0) return;
-  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  workers->ParallelFor(units,
-                       ThreadPool::SchedulingParams::Adaptive(std::max<int64_t>(cost_per_unit, 1)),
-                       fn);
-}
-
-// dst [cols, rows] = transpose(src [rows, cols]) with row stride ld_src.
+// Panels for block sizes > 1: dst[p] = src[:, p*bs : (p+1)*bs] as a contiguous [m, bs] panel,
+// so a block's slice of the batch is one stream instead of m strided pieces.
 template <typename T>
-void ParallelTranspose(OpKernelContext* ctx, const T* src, int64_t rows, int64_t cols,
-                       int64_t ld_src, T* dst) {
-  constexpr int64_t kTile = 32;
-  const int64_t col_tiles = (cols + kTile - 1) / kTile;
-  ParallelUnits(ctx, col_tiles, rows * kTile * 2, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t c0 = t * kTile;
-      const int64_t c1 = std::min(cols, c0 + kTile);
-      for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-        const int64_t r1 = std::min(rows, r0 + kTile);
-        for (int64_t c = c0; c < c1; ++c) {
-          T* d = dst + c * rows;
-          for (int64_t r = r0; r < r1; ++r) d[r] = src[r * ld_src + c];
-        }
-      }
+void PackPanels(OpKernelContext* ctx, const T* src, int64_t m, int64_t width, int64_t bs,
+                T* dst) {
+  ParallelUnits(ctx, width / bs, m * bs / 4 + 16, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      T* d = dst + p * m * bs;
+      const T* s = src + p * bs;
+      for (int64_t r = 0; r < m; ++r) std::memcpy(d + r * bs, s + r * width, bs * sizeof(T));
     }
   });
 }
 
+// Batch chunks for block size 1: the batch split into chunks of kChunk rows, each stored
+// transposed as [width, padded rows] with the rows padded to whole vectors (zeros), so that a
+// column's slice of a chunk is a few contiguous vectors and one chunk of all columns fits in L2.
+template <typename T>
+struct BatchChunks {
+  static constexpr int kLanes = NativeLanes<T>();
+  static constexpr int64_t kChunk = 8 * kLanes;
+  int64_t m;
+  int64_t width;
+  int64_t count() const { return (m + kChunk - 1) / kChunk; }
+  int64_t rows(int64_t c) const { return std::min(kChunk, m - c * kChunk); }
+  int64_t padded(int64_t c) const { return (rows(c) + kLanes - 1) / kLanes * kLanes; }
+  int64_t offset(int64_t c) const { return c * kChunk * width; }
+  int64_t size() const { return count() == 0 ? 0 : offset(count() - 1) + width * padded(count() - 1); }
+};
+
+template <typename T>
+void PackBatchChunks(OpKernelContext* ctx, const T* src, const BatchChunks<T>& layout, T* dst) {
+  constexpr int64_t kColumns = 64;
+  const int64_t col_tiles = (layout.width + kColumns - 1) / kColumns;
+  const int64_t width = layout.width;
+  ParallelUnits(ctx, layout.count() * col_tiles, kColumns * BatchChunks<T>::kChunk,
+                [&](int64_t begin, int64_t end) {
+                  for (int64_t u = begin; u < end; ++u) {
+                    const int64_t c = u / col_tiles;
+                    const int64_t k0 = (u % col_tiles) * kColumns;
+                    const int64_t k1 = std::min(width, k0 + kColumns);
+                    const int64_t rows = layout.rows(c);
+                    const int64_t padded = layout.padded(c);
+                    const T* s = src + c * BatchChunks<T>::kChunk * width;
+                    T* d = dst + layout.offset(c);
+                    for (int64_t r = 0; r < rows; ++r) {
+                      for (int64_t k = k0; k < k1; ++k) d[k * padded + r] = s[r * width + k];
+                    }
+                    for (int64_t r = rows; r < padded; ++r) {
+                      for (int64_t k = k0; k < k1; ++k) d[k * padded + r] = T(0);
+                    }
+                  }
+                });
+}
+
 // ---------------------------------------------------------------------------------------------
-// Micro-kernel 1 (block sizes 4, 8, 16): R rows of a block-row product.
-//   out[r, 0:B] = sum over listed blocks b of in[r, idx[b]*B : +B] . w[b]   (w[b] is B x B)
-// Forward: in = X, list = blocks of one output block-column, idx = rows, w = values.
-// Input gradient: in = dY, list = blocks of one input block-row, idx = cols, w = values^T.
+// Micro-kernel 1 (block sizes 4, 8, 16): R batch rows of one output block of width B,
+//   out[r, 0:B] = sum over the listed blocks b of in_panel(b)[r, 0:B] . w[b]   (w[b] is B x B)
+// in_panel(b) = in + panels[p] * panel_stride, rows ld apart.
+// Forward: in = x panels, list = blocks of one output block-column, w = values.
+// Input gradient: in = dy panels, list = blocks of one input block-row, w = values^T.
 
 template <typename T, int B>
 constexpr int RowTileRows() {
-  constexpr int lanes = LanesFor<T, B>();
-  constexpr int nv = B / lanes;
+  constexpr int nv = B / LanesFor<T, B>();
   constexpr int r = (kVecRegs - nv - 1) / nv;
   return r < 1 ? 1 : (r > 14 ? 14 : r);
 }
 
 template <typename T, int B, int R>
-inline void BlockRowTile(const T* in, int64_t ld_in, const int32_t* list, int64_t n_list,
-                         const int32_t* idx, const T* w, T* out, int64_t ld_out) {
+inline void BlockRowTile(const T* in, int64_t panel_stride, int64_t ld, const int32_t* blocks,
+                         const int32_t* panels, int64_t n, const T* w, T* out, int64_t ld_out) {
   constexpr int L = LanesFor<T, B>();
   constexpr int NV = B / L;
   using V = Vec<T, L>;
@@ -250,10 +373,9 @@ inline void BlockRowTile(const T* in, int64_t ld_in, const int32_t* list, int64_
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = V{};
   }
-  for (int64_t p = 0; p < n_list; ++p) {
-    const int32_t b = list[p];
-    const T* wb = w + static_cast<int64_t>(b) * B * B;
-    const T* x = in + static_cast<int64_t>(idx[b]) * B;
+  for (int64_t p = 0; p < n; ++p) {
+    const T* wb = w + static_cast<int64_t>(blocks[p]) * B * B;
+    const T* x = in + panels[p] * panel_stride;
 #pragma GCC unroll 16
     for (int i = 0; i < B; ++i) {
       V wi[NV];
@@ -261,7 +383,7 @@ inline void BlockRowTile(const T* in, int64_t ld_in, const int32_t* list, int64_
       for (int v = 0; v < NV; ++v) wi[v] = Load<V>(wb + i * B + v * L);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const T xs = x[r * ld_in + i];
+        const T xs = x[r * ld + i];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[r][v] += xs * wi[v];
       }
@@ -276,143 +398,196 @@ inline void BlockRowTile(const T* in, int64_t ld_in, const int32_t* list, int64_
 
 template <typename T, int B, int R>
 struct BlockRowTail {
-  static void Run(int rem, const T* in, int64_t ld_in, const int32_t* list, int64_t n_list,
-                  const int32_t* idx, const T* w, T* out, int64_t ld_out) {
+  static void Run(int rem, const T* in, int64_t panel_stride, int64_t ld, const int32_t* blocks,
+                  const int32_t* panels, int64_t n, const T* w, T* out, int64_t ld_out) {
     if (rem == R) {
-      BlockRowTile<T, B, R>(in, ld_in, list, n_list, idx, w, out, ld_out);
+      BlockRowTile<T, B, R>(in, panel_stride, ld, blocks, panels, n, w, out, ld_out);
     } else {
-      BlockRowTail<T, B, R - 1>::Run(rem, in, ld_in, list, n_list, idx, w, out, ld_out);
+      BlockRowTail<T, B, R - 1>::Run(rem, in, panel_stride, ld, blocks, panels, n, w, out, ld_out);
     }
   }
 };
 template <typename T, int B>
 struct BlockRowTail<T, B, 0> {
-  static void Run(int, const T*, int64_t, const int32_t*, int64_t, const int32_t*, const T*, T*,
-                  int64_t) {}
+  static void Run(int, const T*, int64_t, int64_t, const int32_t*, const int32_t*, int64_t,
+                  const T*, T*, int64_t) {}
 };
 
-// All M rows of one output block-column (or input block-row) of width B at `out`.
+// Batch rows [m0, m1) of one output block of width B at `out` (row stride ld_out).
 template <typename T, int B>
-void BlockRowProduct(const T* in, int64_t ld_in, int64_t m_rows, const int32_t* list,
-                     int64_t n_list, const int32_t* idx, const T* w, T* out, int64_t ld_out) {
-  if (n_list == 0) {
-    for (int64_t m = 0; m < m_rows; ++m) std::fill_n(out + m * ld_out, B, T(0));
+void BlockRowProduct(const T* in, int64_t panel_stride, int64_t ld, int64_t m0, int64_t m1,
+                     const int32_t* blocks, const int32_t* panels, int64_t n, const T* w, T* out,
+                     int64_t ld_out) {
+  if (n == 0) {
+    for (int64_t m = m0; m < m1; ++m) std::fill_n(out + m * ld_out, B, T(0));
     return;
   }
   constexpr int R = RowTileRows<T, B>();
-  int64_t m = 0;
-  for (; m + R <= m_rows; m += R) {
-    BlockRowTile<T, B, R>(in + m * ld_in, ld_in, list, n_list, idx, w, out + m * ld_out, ld_out);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R) {
+    BlockRowTile<T, B, R>(in + m * ld, panel_stride, ld, blocks, panels, n, w, out + m * ld_out,
+                          ld_out);
   }
-  if (m < m_rows) {
-    BlockRowTail<T, B, R - 1>::Run(static_cast<int>(m_rows - m), in + m * ld_in, ld_in, list,
-                                   n_list, idx, w, out + m * ld_out, ld_out);
+  if (m < m1) {
+    BlockRowTail<T, B, R - 1>::Run(static_cast<int>(m1 - m), in + m * ld, panel_stride, ld,
+                                   blocks, panels, n, w, out + m * ld_out, ld_out);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Micro-kernel 2 (block size 1, transposed space): for one output column, over a batch chunk,
-//   acc[0:C] = sum_p weight[p] * in_t[index[p], m0 : m0 + C]
-// with in_t [K, M] the transposed input. The batch is contiguous, so this vectorises.
+// Micro-kernel 2 (block size 1, in batch chunks): one output column over one chunk,
+//   out[0 : NV*L] = sum_p weight[p] * chunk[other[p] * stride + 0 : NV*L]
+// With few vectors per column, NA interleaved accumulator sets hide the FMA latency; they are
+// added in a fixed order at the end.
 
 template <typename T, int NV>
-inline void AxpyChunk(const T* in_t, const int64_t* offset, const T* weight, int64_t n,
-                      T* acc_out) {
-  constexpr int L = kVecBytes / static_cast<int>(sizeof(T));
+inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, const T* weight,
+                       int64_t n, T* out) {
+  constexpr int L = NativeLanes<T>();
+  constexpr int NA = NV >= 8 ? 1 : (NV >= 4 ? 2 : 4);
   using V = Vec<T, L>;
-  V acc[NV];
+  V acc[NA][NV];
+#pragma GCC unroll 4
+  for (int a = 0; a < NA; ++a) {
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) acc[v] = V{};
-  for (int64_t p = 0; p < n; ++p) {
-    const T* src = in_t + offset[p];
-    const T wp = weight[p];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[v] += wp * Load<V>(src + v * L);
+    for (int v = 0; v < NV; ++v) acc[a][v] = V{};
   }
+  int64_t p = 0;
+  for (; p + NA <= n; p += NA) {
+#pragma GCC unroll 4
+    for (int a = 0; a < NA; ++a) {
+      const T* src = chunk + other[p + a] * stride;
+      const T wp = weight[p + a];
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) Store(acc_out + v * L, acc[v]);
-}
-
-template <typename T>
-inline void AxpyScalar(const T* in_t, const int64_t* offset, const T* weight, int64_t n, int width,
-                       T* acc_out) {
-  for (int c = 0; c < width; ++c) acc_out[c] = T(0);
-  for (int64_t p = 0; p < n; ++p) {
-    const T* src = in_t + offset[p];
-    const T wp = weight[p];
-    for (int c = 0; c < width; ++c) acc_out[c] += wp * src[c];
-  }
-}
-
-// Sparse columns in transposed space. Unit u covers output columns [u*G, u*G+G): for each,
-//   out[m, j] = sum_p weight[p] * in_t[index(p), m]
-// where the column's entries are ptr[j] .. ptr[j+1] of (offset = index * M, weight).
-// out has row stride ld_out. Results go through a small per-unit buffer [G, chunk] and are
-// written as rows of G contiguous elements.
-template <typename T>
-void SparseColumnsTransposed(const T* in_t, int64_t m_rows, const int32_t* ptr,
-                             const int64_t* offset, const T* weight, int64_t col_begin,
-                             int64_t col_end, T* out, int64_t ld_out) {
-  constexpr int L = kVecBytes / static_cast<int>(sizeof(T));
-  constexpr int kChunk = 8 * L;
-  constexpr int G = 16;
-  alignas(64) T buf[G][kChunk];
-  for (int64_t j0 = col_begin; j0 < col_end; j0 += G) {
-    const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
-    for (int64_t m0 = 0; m0 < m_rows;) {
-      const int64_t left = m_rows - m0;
-      int width;
-      if (left >= 8 * L) {
-        width = 8 * L;
-      } else if (left >= 4 * L) {
-        width = 4 * L;
-      } else if (left >= 2 * L) {
-        width = 2 * L;
-      } else if (left >= L) {
-        width = L;
-      } else {
-        width = static_cast<int>(left);
-      }
-      for (int jj = 0; jj < g; ++jj) {
-        const int64_t j = j0 + jj;
-        const int64_t begin = ptr[j];
-        const int64_t n = ptr[j + 1] - begin;
-        const T* src = in_t + m0;
-        switch (width / L) {
-          case 8:
-            AxpyChunk<T, 8>(src, offset + begin, weight + begin, n, buf[jj]);
-            break;
-          case 4:
-            AxpyChunk<T, 4>(src, offset + begin, weight + begin, n, buf[jj]);
-            break;
-          case 2:
-            AxpyChunk<T, 2>(src, offset + begin, weight + begin, n, buf[jj]);
-            break;
-          case 1:
-            AxpyChunk<T, 1>(src, offset + begin, weight + begin, n, buf[jj]);
-            break;
-          default:
-            AxpyScalar<T>(src, offset + begin, weight + begin, n, width, buf[jj]);
-        }
-      }
-      for (int c = 0; c < width; ++c) {
-        T* dst = out + (m0 + c) * ld_out + j0;
-        for (int jj = 0; jj < g; ++jj) dst[jj] = buf[jj][c];
-      }
-      m0 += width;
+      for (int v = 0; v < NV; ++v) acc[a][v] += wp * Load<V>(src + v * L);
     }
+  }
+  for (; p < n; ++p) {
+    const T* src = chunk + other[p] * stride;
+    const T wp = weight[p];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[0][v] += wp * Load<V>(src + v * L);
+  }
+#pragma GCC unroll 4
+  for (int a = 1; a < NA; ++a) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[0][v] += acc[a][v];
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) Store(out + v * L, acc[0][v]);
+}
+
+template <typename T>
+inline void SparseAxpyDispatch(int nv, const T* chunk, int64_t stride, const int32_t* other,
+                               const T* weight, int64_t n, T* out) {
+  switch (nv) {
+    case 8:
+      return SparseAxpy<T, 8>(chunk, stride, other, weight, n, out);
+    case 7:
+      return SparseAxpy<T, 7>(chunk, stride, other, weight, n, out);
+    case 6:
+      return SparseAxpy<T, 6>(chunk, stride, other, weight, n, out);
+    case 5:
+      return SparseAxpy<T, 5>(chunk, stride, other, weight, n, out);
+    case 4:
+      return SparseAxpy<T, 4>(chunk, stride, other, weight, n, out);
+    case 3:
+      return SparseAxpy<T, 3>(chunk, stride, other, weight, n, out);
+    case 2:
+      return SparseAxpy<T, 2>(chunk, stride, other, weight, n, out);
+    default:
+      return SparseAxpy<T, 1>(chunk, stride, other, weight, n, out);
+  }
+}
+
+// Output columns [col_begin, col_end) of out [m, ld_out]: column j is the sum over its group's
+// entries p of weight[p] * in[:, other[p]], with `in` packed as BatchChunks. Chunks are the outer
+// loop so that one chunk of `in` stays in cache for all the columns of the shard.
+template <typename T>
+void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t* ptr,
+                   const int32_t* other, const T* weight, int64_t col_begin, int64_t col_end,
+                   T* out, int64_t ld_out) {
+  constexpr int L = NativeLanes<T>();
+  constexpr int G = 16;
+  alignas(64) T buf[G][BatchChunks<T>::kChunk];
+  for (int64_t c = 0; c < layout.count(); ++c) {
+    const T* chunk = packed + layout.offset(c);
+    const int64_t stride = layout.padded(c);
+    const int64_t rows = layout.rows(c);
+    const int64_t m0 = c * BatchChunks<T>::kChunk;
+    const int nv = static_cast<int>(stride / L);
+    for (int64_t j0 = col_begin; j0 < col_end; j0 += G) {
+      const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
+      for (int jj = 0; jj < g; ++jj) {
+        const int64_t begin = ptr[j0 + jj];
+        SparseAxpyDispatch<T>(nv, chunk, stride, other + begin, weight + begin,
+                              ptr[j0 + jj + 1] - begin, buf[jj]);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        T* dst = out + (m0 + r) * ld_out + j0;
+        for (int jj = 0; jj < g; ++jj) dst[jj] = buf[jj][r];
+      }
+    }
+  }
+}
+
+// Dot products of one row slice `xk` (NV vectors, kept in registers) with several rows of a
+// chunk: out[p] = <xk, chunk[other[p] * stride : +NV*L]>.
+template <typename T, int NV>
+inline void ChunkDots(const T* xk, const T* chunk, int64_t stride, const int32_t* other,
+                      int64_t n, T* out) {
+  constexpr int L = NativeLanes<T>();
+  using V = Vec<T, L>;
+  V xr[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) xr[v] = Load<V>(xk + v * L);
+  for (int64_t p = 0; p < n; ++p) {
+    const T* y = chunk + other[p] * stride;
+    V s0 = xr[0] * Load<V>(y);
+    V s1 = V{};
+#pragma GCC unroll 8
+    for (int v = 1; v < NV; ++v) {
+      if (v % 2) {
+        s1 += xr[v] * Load<V>(y + v * L);
+      } else {
+        s0 += xr[v] * Load<V>(y + v * L);
+      }
+    }
+    out[p] = LaneSum<T, L>(s0 + s1);
+  }
+}
+
+template <typename T>
+inline void ChunkDotsDispatch(int nv, const T* xk, const T* chunk, int64_t stride,
+                              const int32_t* other, int64_t n, T* out) {
+  switch (nv) {
+    case 8:
+      return ChunkDots<T, 8>(xk, chunk, stride, other, n, out);
+    case 7:
+      return ChunkDots<T, 7>(xk, chunk, stride, other, n, out);
+    case 6:
+      return ChunkDots<T, 6>(xk, chunk, stride, other, n, out);
+    case 5:
+      return ChunkDots<T, 5>(xk, chunk, stride, other, n, out);
+    case 4:
+      return ChunkDots<T, 4>(xk, chunk, stride, other, n, out);
+    case 3:
+      return ChunkDots<T, 3>(xk, chunk, stride, other, n, out);
+    case 2:
+      return ChunkDots<T, 2>(xk, chunk, stride, other, n, out);
+    default:
+      return ChunkDots<T, 1>(xk, chunk, stride, other, n, out);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel 3: an IR x JW tile of a transposed-left product over the batch,
 //   out[i, j] = sum_m x[m * ldx + i] * y[m * ldy + j]
-// Values gradient: x = X[:, rows[b]*B:], y = dY[:, cols[b]*B:]. Dense gradient: output tiles.
+// Values gradient: x and y are the block's panels of x and dy. Dense gradient: output tiles.
 
 template <typename T, int JW>
 constexpr int OuterTileRows() {
-  constexpr int lanes = LanesFor<T, JW>();
-  constexpr int nv = JW / lanes;
+  constexpr int nv = JW / LanesFor<T, JW>();
   constexpr int r = (kVecRegs - nv - 1) / nv;
   return r < 1 ? 1 : (r > 16 ? 16 : r);
 }
@@ -470,7 +645,9 @@ void OuterColumns(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t m_ro
                   T* out, int64_t ldo) {
   constexpr int IR = OuterTileRows<T, JW>();
   int64_t i = 0;
-  for (; i + IR <= ni; i += IR) OuterTile<T, IR, JW>(x + i, ldx, y, ldy, m_rows, out + i * ldo, ldo);
+  for (; i + IR <= ni; i += IR) {
+    OuterTile<T, IR, JW>(x + i, ldx, y, ldy, m_rows, out + i * ldo, ldo);
+  }
   if (i < ni) {
     OuterTail<T, IR - 1, JW>::Run(static_cast<int>(ni - i), x + i, ldx, y, ldy, m_rows,
                                   out + i * ldo, ldo);
@@ -496,25 +673,6 @@ void OuterBlock(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t m_rows
     j += 2;
   }
   if (j < nj) OuterColumns<T, 1>(x, ldx, y + j, ldy, m_rows, ni, out + j, ldo);
-}
-
-// Dot product of two contiguous vectors with a fixed summation order.
-template <typename T>
-inline T Dot(const T* a, const T* b, int64_t n) {
-  constexpr int L = kVecBytes / static_cast<int>(sizeof(T));
-  using V = Vec<T, L>;
-  V acc[4] = {V{}, V{}, V{}, V{}};
-  int64_t i = 0;
-  for (; i + 4 * L <= n; i += 4 * L) {
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) acc[v] += Load<V>(a + i + v * L) * Load<V>(b + i + v * L);
-  }
-  for (; i + L <= n; i += L) acc[0] += Load<V>(a + i) * Load<V>(b + i);
-  const V s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  T total = T(0);
-  for (int l = 0; l < L; ++l) total += s[l];
-  for (; i < n; ++i) total += a[i] * b[i];
-  return total;
 }
 
 }  // namespace dynsparse

@@ -1,13 +1,16 @@
 // CPU kernels of the block-sparse matmul ops (registration: bsmm_ops.cc).
 //
 // Layout of the work (each unit owns its output, see bsmm_common.h):
-// - forward, bs > 1: one unit per output block-column, blocks grouped by column (counting sort),
-//   batch tiles of R rows kept in registers across the column's blocks;
-// - forward, bs = 1: x is transposed to [n_in, M] so that the batch is contiguous; one unit per
-//   group of output columns, each column an AXPY over the batch per non-zero;
-// - input gradient: the same two kernels on dy with blocks grouped by row (W^T);
-// - values gradient: one unit per non-zero block (a [bs, M] x [M, bs] product), in row order so
-//   that x's block strip stays in cache; bs = 1 uses dot products in transposed space;
+// - forward, bs > 1: x is packed into [n_in/bs, M, bs] panels; one unit per output block-column
+//   (blocks grouped by column with a counting sort); tiles of R batch rows stay in registers
+//   across the column's blocks, and the batch is walked in passes of ~48 rows so that the panels'
+//   slices stay in L2 across the shard's columns;
+// - forward, bs = 1: x is packed transposed in batch chunks of 64 rows ([n_in, 64] each), so a
+//   column's non-zero is an AXPY over contiguous vectors; one unit per 16 output columns, chunks
+//   outermost;
+// - input gradient: the same two kernels on dy with blocks grouped by row and values^T;
+// - values gradient: one unit per non-zero block ([bs, M] x [M, bs] from the two panels), in row
+//   order; bs = 1: dot products of the chunked x and dy, one unit per input row;
 // - dense gradient: one unit per 64 x 64 output tile, pooled inside the tile.
 #include <cmath>
 #include <string>
@@ -24,60 +27,102 @@ using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
 using tensorflow::TensorShape;
 
-constexpr int64_t kColumnGroup = 16;  // output columns per unit for bs = 1
-
 template <typename T>
-absl::Status AllocateTransposed(OpKernelContext* ctx, const T* src, int64_t rows, int64_t cols,
-                                Tensor* out) {
-  TF_RETURN_IF_ERROR(ctx->allocate_temp(DataTypeToEnum<T>::value, TensorShape({cols, rows}), out));
-  ParallelTranspose<T>(ctx, src, rows, cols, cols, out->flat<T>().data());
+absl::Status AllocateTemp(OpKernelContext* ctx, int64_t size, Tensor* out) {
+  return ctx->allocate_temp(DataTypeToEnum<T>::value, TensorShape({size}), out);
+}
+
+// ---- block sizes 4, 8, 16 ---------------------------------------------------------------------
+
+// x [m, width] as panels [width/B, m, B].
+template <typename T, int B>
+absl::Status Panels(OpKernelContext* ctx, const T* x, int64_t m, int64_t width, Tensor* out) {
+  TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, m * width, out));
+  PackPanels<T>(ctx, x, m, width, B, out->flat<T>().data());
   return absl::OkStatus();
 }
 
-// out[m, u] for units u (output block-columns of width B) from the grouped blocks.
+// out[:, u*B : +B] for each group u of `groups` (an output block-column, or an input block-row for
+// the input gradient), from the panels of the input.
 template <typename T, int B>
-void BlockProduct(OpKernelContext* ctx, const T* in, int64_t m, int64_t ld_in,
-                  const BlockGroups& groups, const int32_t* idx, const T* w, T* out,
-                  int64_t ld_out) {
-  const int64_t units = static_cast<int64_t>(groups.ptr.size()) - 1;
-  const int64_t nnz = static_cast<int64_t>(groups.order.size());
-  const int64_t cost = m * B * (1 + (nnz * B) / std::max<int64_t>(units, 1)) / 4;
+void BlockProduct(OpKernelContext* ctx, const T* panels, int64_t m, const BlockGroups& groups,
+                  const T* w, T* out, int64_t ld_out) {
+  const int64_t units = groups.keys();
+  const int64_t cost = m * B * (4 + (groups.size() * B) / std::max<int64_t>(units, 1)) / 4;
+  // Batch rows per pass: the panels' slices for these rows stay in L2 across the shard's units.
+  constexpr int64_t kRows = RowTileRows<T, B>() * std::max(1, 48 / RowTileRows<T, B>());
   ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const int32_t p0 = groups.ptr[u];
-      BlockRowProduct<T, B>(in, ld_in, m, groups.order.data() + p0, groups.ptr[u + 1] - p0, idx,
-                            w, out + u * B, ld_out);
+    for (int64_t m0 = 0; m0 < m; m0 += kRows) {
+      const int64_t m1 = std::min(m, m0 + kRows);
+      for (int64_t u = begin; u < end; ++u) {
+        const int32_t p0 = groups.ptr[u];
+        BlockRowProduct<T, B>(panels, m * B, B, m0, m1, groups.order.get() + p0,
+                              groups.other.get() + p0, groups.ptr[u + 1] - p0, w, out + u * B,
+                              ld_out);
+      }
     }
   });
 }
 
-// Block size 1: out[m, j] = sum over group j of weight * in[m, other], in transposed space.
+// ---- block size 1 -----------------------------------------------------------------------------
+
+template <typename T>
+absl::Status Chunks(OpKernelContext* ctx, const T* x, const BatchChunks<T>& layout, Tensor* out) {
+  TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, layout.size(), out));
+  PackBatchChunks<T>(ctx, x, layout, out->flat<T>().data());
+  return absl::OkStatus();
+}
+
+// out[m, j] = sum over group j of values[b] * in[m, other], for every group j (output column, or
+// input row for the input gradient).
 template <typename T>
 absl::Status ElementProduct(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
-                            const BlockGroups& groups, const int32_t* other, const T* values,
-                            T* out, int64_t out_width) {
-  Tensor in_t;
-  TF_RETURN_IF_ERROR(AllocateTransposed<T>(ctx, in, m, in_width, &in_t));
-  const T* in_t_data = in_t.flat<T>().data();
-  const int64_t nnz = static_cast<int64_t>(groups.order.size());
-  std::vector<int64_t> offset(nnz);
-  std::vector<T> weight(nnz);
-  const int64_t units = (out_width + kColumnGroup - 1) / kColumnGroup;
-  const int64_t cost = m * (kColumnGroup + (nnz * kColumnGroup) / std::max<int64_t>(out_width, 1));
+                            const BlockGroups& groups, const T* values, T* out,
+                            int64_t out_width) {
+  constexpr int64_t kColumns = 16;
+  const BatchChunks<T> layout{m, in_width};
+  Tensor packed;
+  TF_RETURN_IF_ERROR(Chunks<T>(ctx, in, layout, &packed));
+  const T* packed_data = packed.flat<T>().data();
+  std::unique_ptr<T[]> weight(new T[std::max<int64_t>(groups.size(), 1)]);
+  const int64_t units = (out_width + kColumns - 1) / kColumns;
+  const int64_t cost =
+      m * (kColumns + (groups.size() * kColumns) / std::max<int64_t>(out_width, 1)) / 4;
   ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const int64_t j0 = u * kColumnGroup;
-      const int64_t j1 = std::min(out_width, j0 + kColumnGroup);
-      for (int32_t p = groups.ptr[j0]; p < groups.ptr[j1]; ++p) {
-        const int32_t b = groups.order[p];
-        offset[p] = static_cast<int64_t>(other[b]) * m;
-        weight[p] = values[b];
-      }
-      SparseColumnsTransposed<T>(in_t_data, m, groups.ptr.data(), offset.data(), weight.data(),
-                                 j0, j1, out, out_width);
-    }
+    const int64_t j0 = begin * kColumns;
+    const int64_t j1 = std::min(out_width, end * kColumns);
+    for (int32_t p = groups.ptr[j0]; p < groups.ptr[j1]; ++p) weight[p] = values[groups.order[p]];
+    SparseColumns<T>(packed_data, layout, groups.ptr.get(), groups.other.get(), weight.get(),
+                     j0, j1, out, out_width);
   });
   return absl::OkStatus();
+}
+
+// Both kernels of a block size, for the forward op (groups by column, w = values) and the input
+// gradient (groups by row, w = values^T).
+template <typename T, int B>
+absl::Status BlockMatmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
+                         const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
+  Tensor panels;
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, in, m, in_width, &panels)));
+  BlockProduct<T, B>(ctx, panels.flat<T>().data(), m, groups, w, out, out_width);
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status SparseMatmul(OpKernelContext* ctx, int64_t bs, const T* in, int64_t m,
+                          int64_t in_width, const BlockGroups& groups, const T* w, T* out,
+                          int64_t out_width) {
+  switch (bs) {
+    case 1:
+      return ElementProduct<T>(ctx, in, m, in_width, groups, w, out, out_width);
+    case 4:
+      return BlockMatmul<T, 4>(ctx, in, m, in_width, groups, w, out, out_width);
+    case 8:
+      return BlockMatmul<T, 8>(ctx, in, m, in_width, groups, w, out, out_width);
+    default:
+      return BlockMatmul<T, 16>(ctx, in, m, in_width, groups, w, out, out_width);
+  }
 }
 
 template <typename T>
@@ -100,31 +145,15 @@ class BsmmForwardOp : public OpKernel {
     const int64_t n_in = x.dim_size(1);
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out", n_out_, bs_));
-    const int32_t* rows_data = rows.flat<int32_t>().data();
-    const int32_t* cols_data = cols.flat<int32_t>().data();
     BlockGroups by_col;
-    OP_REQUIRES_OK(ctx, GroupBlocks(kOp, rows_data, cols_data, rows.dim_size(0), n_in / bs_,
+    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows.flat<int32_t>().data(),
+                                    cols.flat<int32_t>().data(), rows.dim_size(0), n_in / bs_,
                                     n_out_ / bs_, n_in, n_out_, bs_, /*by_row=*/false, &by_col));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, n_out_}), &y));
     if (m == 0 || n_out_ == 0) return;
-    const T* xd = x.flat<T>().data();
-    const T* vd = values.flat<T>().data();
-    T* yd = y->flat<T>().data();
-    switch (bs_) {
-      case 1:
-        OP_REQUIRES_OK(ctx, ElementProduct<T>(ctx, xd, m, n_in, by_col, rows_data, vd, yd, n_out_));
-        break;
-      case 4:
-        BlockProduct<T, 4>(ctx, xd, m, n_in, by_col, rows_data, vd, yd, n_out_);
-        break;
-      case 8:
-        BlockProduct<T, 8>(ctx, xd, m, n_in, by_col, rows_data, vd, yd, n_out_);
-        break;
-      case 16:
-        BlockProduct<T, 16>(ctx, xd, m, n_in, by_col, rows_data, vd, yd, n_out_);
-        break;
-    }
+    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, x.flat<T>().data(), m, n_in, by_col,
+                                        values.flat<T>().data(), y->flat<T>().data(), n_out_));
   }
 
  private:
@@ -134,31 +163,22 @@ class BsmmForwardOp : public OpKernel {
 };
 
 // values^T per block, so the input gradient reuses the forward micro-kernel.
-template <typename T, int B>
-absl::Status TransposedBlocks(OpKernelContext* ctx, const Tensor& values, Tensor* out) {
+template <typename T>
+absl::Status TransposedBlocks(OpKernelContext* ctx, const Tensor& values, int64_t bs,
+                              Tensor* out) {
   const int64_t nnz = values.dim_size(0);
   TF_RETURN_IF_ERROR(ctx->allocate_temp(DataTypeToEnum<T>::value, values.shape(), out));
   const T* src = values.flat<T>().data();
   T* dst = out->flat<T>().data();
-  ParallelUnits(ctx, nnz, B * B * 2, [&](int64_t begin, int64_t end) {
+  ParallelUnits(ctx, nnz, bs * bs * 2, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const T* s = src + b * B * B;
-      T* d = dst + b * B * B;
-      for (int i = 0; i < B; ++i) {
-        for (int j = 0; j < B; ++j) d[j * B + i] = s[i * B + j];
+      const T* s = src + b * bs * bs;
+      T* d = dst + b * bs * bs;
+      for (int64_t i = 0; i < bs; ++i) {
+        for (int64_t j = 0; j < bs; ++j) d[j * bs + i] = s[i * bs + j];
       }
     }
   });
-  return absl::OkStatus();
-}
-
-template <typename T, int B>
-absl::Status InputGradBlocks(OpKernelContext* ctx, const T* dy, int64_t m, int64_t n_out,
-                             const Tensor& values, const BlockGroups& by_row,
-                             const int32_t* cols, T* dx, int64_t n_in) {
-  Tensor values_t;
-  TF_RETURN_IF_ERROR((TransposedBlocks<T, B>(ctx, values, &values_t)));
-  BlockProduct<T, B>(ctx, dy, m, n_out, by_row, cols, values_t.flat<T>().data(), dx, n_in);
   return absl::OkStatus();
 }
 
@@ -182,34 +202,21 @@ class BsmmInputGradOp : public OpKernel {
     const int64_t n_out = dy.dim_size(1);
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in", n_in_, bs_));
-    const int32_t* rows_data = rows.flat<int32_t>().data();
-    const int32_t* cols_data = cols.flat<int32_t>().data();
     BlockGroups by_row;
-    OP_REQUIRES_OK(ctx, GroupBlocks(kOp, rows_data, cols_data, rows.dim_size(0), n_in_ / bs_,
+    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows.flat<int32_t>().data(),
+                                    cols.flat<int32_t>().data(), rows.dim_size(0), n_in_ / bs_,
                                     n_out / bs_, n_in_, n_out, bs_, /*by_row=*/true, &by_row));
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, n_in_}), &dx));
     if (m == 0 || n_in_ == 0) return;
-    const T* dyd = dy.flat<T>().data();
-    T* dxd = dx->flat<T>().data();
-    switch (bs_) {
-      case 1:
-        OP_REQUIRES_OK(ctx, ElementProduct<T>(ctx, dyd, m, n_out, by_row, cols_data,
-                                              values.flat<T>().data(), dxd, n_in_));
-        break;
-      case 4:
-        OP_REQUIRES_OK(ctx, (InputGradBlocks<T, 4>(ctx, dyd, m, n_out, values, by_row, cols_data,
-                                                   dxd, n_in_)));
-        break;
-      case 8:
-        OP_REQUIRES_OK(ctx, (InputGradBlocks<T, 8>(ctx, dyd, m, n_out, values, by_row, cols_data,
-                                                   dxd, n_in_)));
-        break;
-      case 16:
-        OP_REQUIRES_OK(ctx, (InputGradBlocks<T, 16>(ctx, dyd, m, n_out, values, by_row, cols_data,
-                                                    dxd, n_in_)));
-        break;
+    const T* w = values.flat<T>().data();
+    Tensor values_t;
+    if (bs_ > 1) {
+      OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
+      w = values_t.flat<T>().data();
     }
+    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, dy.flat<T>().data(), m, n_out, by_row, w,
+                                        dx->flat<T>().data(), n_in_));
   }
 
  private:
@@ -219,36 +226,58 @@ class BsmmInputGradOp : public OpKernel {
 };
 
 template <typename T, int B>
-void ValuesGradBlocks(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in, const T* dy,
-                      int64_t n_out, const BlockGroups& by_row, const int32_t* rows,
-                      const int32_t* cols, T* dvalues) {
-  const int64_t nnz = static_cast<int64_t>(by_row.order.size());
-  ParallelUnits(ctx, nnz, m * B * B / 4, [&](int64_t begin, int64_t end) {
+absl::Status ValuesGradBlocks(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
+                              const T* dy, int64_t n_out, const BlockGroups& by_row,
+                              const int32_t* rows, T* dvalues) {
+  Tensor x_panels, dy_panels;
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, m, n_in, &x_panels)));
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, m, n_out, &dy_panels)));
+  const T* xp = x_panels.flat<T>().data();
+  const T* dyp = dy_panels.flat<T>().data();
+  ParallelUnits(ctx, by_row.size(), m * B * B / 8, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t b = by_row.order[p];
-      OuterColumns<T, B>(x + static_cast<int64_t>(rows[b]) * B, n_in,
-                         dy + static_cast<int64_t>(cols[b]) * B, n_out, m, B,
+      OuterColumns<T, B>(xp + rows[b] * m * B, B, dyp + by_row.other[p] * m * B, B, m, B,
                          dvalues + b * B * B, B);
     }
   });
+  return absl::OkStatus();
 }
 
 template <typename T>
 absl::Status ValuesGradElements(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
                                 const T* dy, int64_t n_out, const BlockGroups& by_row,
-                                const int32_t* rows, const int32_t* cols, T* dvalues) {
-  Tensor x_t, dy_t;
-  TF_RETURN_IF_ERROR(AllocateTransposed<T>(ctx, x, m, n_in, &x_t));
-  TF_RETURN_IF_ERROR(AllocateTransposed<T>(ctx, dy, m, n_out, &dy_t));
-  const T* xt = x_t.flat<T>().data();
-  const T* dyt = dy_t.flat<T>().data();
-  const int64_t nnz = static_cast<int64_t>(by_row.order.size());
-  ParallelUnits(ctx, nnz, m / 4 + 8, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t b = by_row.order[p];
-      dvalues[b] = Dot<T>(xt + static_cast<int64_t>(rows[b]) * m,
-                          dyt + static_cast<int64_t>(cols[b]) * m, m);
+                                T* dvalues) {
+  constexpr int L = NativeLanes<T>();
+  const BatchChunks<T> x_layout{m, n_in};
+  const BatchChunks<T> dy_layout{m, n_out};
+  Tensor x_chunks, dy_chunks;
+  TF_RETURN_IF_ERROR(Chunks<T>(ctx, x, x_layout, &x_chunks));
+  TF_RETURN_IF_ERROR(Chunks<T>(ctx, dy, dy_layout, &dy_chunks));
+  const T* xc = x_chunks.flat<T>().data();
+  const T* dyc = dy_chunks.flat<T>().data();
+  const int64_t cost = (m + 8) * (1 + by_row.size() / std::max<int64_t>(n_in, 1)) / 2;
+  // Unit: an input row; its entries are summed chunk by chunk in chunk order.
+  ParallelUnits(ctx, n_in, cost, [&](int64_t begin, int64_t end) {
+    const int32_t p0 = by_row.ptr[begin];
+    const int32_t p1 = by_row.ptr[end];
+    std::vector<T> total(p1 - p0), part(p1 - p0);
+    for (int64_t c = 0; c < x_layout.count(); ++c) {
+      const int64_t stride = x_layout.padded(c);
+      const int nv = static_cast<int>(stride / L);
+      const T* x_chunk = xc + x_layout.offset(c);
+      const T* dy_chunk = dyc + dy_layout.offset(c);
+      T* out = c == 0 ? total.data() : part.data();
+      for (int64_t k = begin; k < end; ++k) {
+        const int32_t q = by_row.ptr[k];
+        ChunkDotsDispatch<T>(nv, x_chunk + k * stride, dy_chunk, stride, by_row.other.get() + q,
+                             by_row.ptr[k + 1] - q, out + (q - p0));
+      }
+      if (c > 0) {
+        for (int32_t i = 0; i < p1 - p0; ++i) total[i] += part[i];
+      }
     }
+    for (int32_t p = p0; p < p1; ++p) dvalues[by_row.order[p]] = total[p - p0];
   });
   return absl::OkStatus();
 }
@@ -268,10 +297,7 @@ class BsmmValuesGradOp : public OpKernel {
     const Tensor& cols = ctx->input(3);
     OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", x, 2));
     OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, 2));
-    OP_REQUIRES(ctx, x.dim_size(0) == dy.dim_size(0),
-                absl::InvalidArgumentError(absl::StrCat(
-                    kOp, ": x and dy must have the same number of rows (batch), got x ",
-                    x.shape().DebugString(), " and dy ", dy.shape().DebugString(), ".")));
+    OP_REQUIRES_OK(ctx, CheckSameBatch(kOp, x, dy));
     OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, nullptr, rows, cols, bs_));
     const int64_t m = x.dim_size(0);
     const int64_t n_in = x.dim_size(1);
@@ -280,10 +306,10 @@ class BsmmValuesGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
     const int64_t nnz = rows.dim_size(0);
     const int32_t* rows_data = rows.flat<int32_t>().data();
-    const int32_t* cols_data = cols.flat<int32_t>().data();
     BlockGroups by_row;
-    OP_REQUIRES_OK(ctx, GroupBlocks(kOp, rows_data, cols_data, nnz, n_in / bs_, n_out / bs_, n_in,
-                                    n_out, bs_, /*by_row=*/true, &by_row));
+    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows_data, cols.flat<int32_t>().data(), nnz,
+                                    n_in / bs_, n_out / bs_, n_in, n_out, bs_, /*by_row=*/true,
+                                    &by_row));
     Tensor* dvalues = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({nnz, bs_, bs_}), &dvalues));
     T* dv = dvalues->flat<T>().data();
@@ -296,17 +322,19 @@ class BsmmValuesGradOp : public OpKernel {
     const T* dyd = dy.flat<T>().data();
     switch (bs_) {
       case 1:
-        OP_REQUIRES_OK(ctx, ValuesGradElements<T>(ctx, xd, m, n_in, dyd, n_out, by_row, rows_data,
-                                                  cols_data, dv));
+        OP_REQUIRES_OK(ctx, ValuesGradElements<T>(ctx, xd, m, n_in, dyd, n_out, by_row, dv));
         break;
       case 4:
-        ValuesGradBlocks<T, 4>(ctx, xd, m, n_in, dyd, n_out, by_row, rows_data, cols_data, dv);
+        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 4>(ctx, xd, m, n_in, dyd, n_out, by_row,
+                                                    rows_data, dv)));
         break;
       case 8:
-        ValuesGradBlocks<T, 8>(ctx, xd, m, n_in, dyd, n_out, by_row, rows_data, cols_data, dv);
+        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 8>(ctx, xd, m, n_in, dyd, n_out, by_row,
+                                                    rows_data, dv)));
         break;
       case 16:
-        ValuesGradBlocks<T, 16>(ctx, xd, m, n_in, dyd, n_out, by_row, rows_data, cols_data, dv);
+        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 16>(ctx, xd, m, n_in, dyd, n_out, by_row,
+                                                     rows_data, dv)));
         break;
     }
   }
@@ -346,10 +374,7 @@ class BsmmDenseGradOp : public OpKernel {
     const Tensor& dy = ctx->input(1);
     OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", x, 2));
     OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, 2));
-    OP_REQUIRES(ctx, x.dim_size(0) == dy.dim_size(0),
-                absl::InvalidArgumentError(absl::StrCat(
-                    kOp, ": x and dy must have the same number of rows (batch), got x ",
-                    x.shape().DebugString(), " and dy ", dy.shape().DebugString(), ".")));
+    OP_REQUIRES_OK(ctx, CheckSameBatch(kOp, x, dy));
     const int64_t m = x.dim_size(0);
     const int64_t n_in = x.dim_size(1);
     const int64_t n_out = dy.dim_size(1);
