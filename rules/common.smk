@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from dynsparse.codedeps import library_modules
 from dynsparse.config import ConfigError, check_config_files, validate_config
 
 try:
@@ -17,24 +18,12 @@ try:
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
-# The library modules each stage imports. They are inputs of the stage's rule, because
-# Snakemake tracks only a rule's own script: editing a module reruns the stages that use it.
-LIBRARY = {
-    "build": ["atomic", "build"],
-    "selftest": ["atomic", "ops", "selftest", "tfsetup"],
-    "data": ["atomic", "data"],
-    "train": ["atomic", "ops", "tfsetup", "rigl", "layers", "models", "records", "train"],
-    "extract": ["atomic", "records", "extract"],
-    "render": ["atomic", "records", "render"],
-    "gif": ["atomic", "gif"],
-    "summary": ["atomic", "records", "summary"],
-    "bench_ops": ["atomic", "ops", "tfsetup", "bench"],
-    "bench_training": ["atomic", "ops", "tfsetup", "rigl", "layers", "models", "bench_training"],
-}
 
-
-def library(stage):
-    return [f"workflow/dynsparse/{module}.py" for module in LIBRARY[stage]]
+def library(script):
+    """The library modules a stage script imports, found by scanning its imports. They are the
+    rule's inputs because Snakemake tracks only the rule's own script: editing a module then
+    reruns exactly the stages that use it."""
+    return library_modules(f"workflow/{script}.py", "workflow/dynsparse")
 
 
 def op_sources(pattern):

@@ -1,6 +1,6 @@
 rule fetch_mnist:
     input:
-        code=library("data"),
+        code=library("fetch_mnist"),
     output:
         "data/mnist.npz",
     log:

@@ -2,7 +2,7 @@ rule build_ops:
     input:
         sources=op_sources("*.cc"),
         headers=op_sources("*.h"),
-        code=library("build"),
+        code=library("build_ops"),
     output:
         lib="build/ops/libdynsparse_ops.so",
     log:
@@ -25,7 +25,7 @@ rule build_ops:
 rule selftest_ops:
     input:
         lib=rules.build_ops.output.lib,
-        code=library("selftest"),
+        code=library("selftest_ops"),
     output:
         report(
             "results/selftest/ops.json",

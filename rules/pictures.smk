@@ -2,7 +2,7 @@ rule extract_records:
     input:
         records="results/{model}/{sample}/records.npz",
         history="results/{model}/{sample}/history.npz",
-        code=library("extract"),
+        code=library("extract_records"),
     output:
         connectivity="results/{model}/{sample}/extracted/connectivity.npz",
         metrics="results/{model}/{sample}/extracted/metrics.csv",
@@ -22,7 +22,7 @@ rule extract_records:
 rule render_frames:
     input:
         connectivity="results/{model}/{sample}/extracted/connectivity.npz",
-        code=library("render"),
+        code=library("render_frames"),
     output:
         frames=directory("results/{model}/{sample}/frames"),
         comparison=report(
@@ -52,7 +52,7 @@ rule render_frames:
 rule assemble_gif:
     input:
         frames="results/{model}/{sample}/frames",
-        code=library("gif"),
+        code=library("assemble_gif"),
     output:
         gif="results/{model}/{sample}/connectivity.gif",
         html=report(
@@ -83,7 +83,7 @@ rule summarize:
         summaries=per_sample("results/{model}/{sample}/summary.json"),
         histories=per_sample("results/{model}/{sample}/history.npz"),
         bench=bench_outputs(),
-        code=library("summary"),
+        code=library("summarize"),
     output:
         table_csv="results/summary/table.csv",
         table_md=report(

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from dynsparse.codedeps import library_modules
+
+
+def test_transitive_imports_are_found(tmp_path: Path) -> None:
+    package = tmp_path / "dynsparse"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from dynsparse import b\nimport numpy\n")
+    (package / "b.py").write_text("from .c import thing\n")
+    (package / "c.py").write_text("thing = 1\n")
+    (package / "unused.py").write_text("")
+    script = tmp_path / "stage.py"
+    script.write_text("import os\nfrom dynsparse.a import x\n")
+    assert library_modules(script, package) == [str(package / f"{m}.py") for m in "abc"]
+
+
+def test_every_stage_script_imports_only_existing_modules() -> None:
+    workflow = Path(__file__).resolve().parents[1] / "workflow"
+    for script in workflow.glob("*.py"):
+        for module in library_modules(script, workflow / "dynsparse"):
+            assert Path(module).is_file()
