@@ -44,6 +44,10 @@ def sample_settings(wildcards):
     return SAMPLES[(wildcards.model, wildcards.sample)].settings_json
 
 
+def sample_setting(wildcards, key):
+    return SAMPLES[(wildcards.model, wildcards.sample)].settings[key]
+
+
 def samples_of(model=None):
     return [s for s in SAMPLES.values() if model is None or s.model == model]
 

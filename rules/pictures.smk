@@ -44,6 +44,7 @@ rule render_frames:
         runtime=15,
     params:
         sample="{sample}",
+        method=lambda wildcards: sample_setting(wildcards, "method"),
         cmap=config["render"]["cmap"],
     script:
         "../workflow/render_frames.py"
@@ -86,8 +87,9 @@ rule summarize:
         code=library("summarize"),
     output:
         table_csv="results/summary/table.csv",
-        table_md=report(
-            "results/summary/table.md",
+        table_md="results/summary/table.md",
+        table_html=report(
+            "results/summary/table.html",
             caption="../report/table.rst",
             category="2. Results",
         ),

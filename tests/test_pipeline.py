@@ -81,7 +81,7 @@ def test_full_run_writes_every_output_and_a_report(workdir: Path) -> None:
 
     snakemake(workdir, "--report", "report.html")
     report = (workdir / "report.html").read_text()
-    for name in ("table.md", "accuracy_vs_density.png", "curves.png", "connectivity.html"):
+    for name in ("table.html", "accuracy_vs_density.png", "curves.png", "connectivity.html"):
         assert name in report, name
 
 
