@@ -44,8 +44,8 @@ def sample_settings(wildcards):
     return SAMPLES[(wildcards.model, wildcards.sample)].settings_json
 
 
-def sample_setting(wildcards, key):
-    return SAMPLES[(wildcards.model, wildcards.sample)].settings[key]
+def sample_method(wildcards):
+    return SAMPLES[(wildcards.model, wildcards.sample)].settings["method"]
 
 
 def samples_of(model=None):

@@ -44,7 +44,7 @@ rule render_frames:
         runtime=15,
     params:
         sample="{sample}",
-        method=lambda wildcards: sample_setting(wildcards, "method"),
+        method=sample_method,
         cmap=config["render"]["cmap"],
     script:
         "../workflow/render_frames.py"
