@@ -84,7 +84,7 @@ def test_dense_fc_has_no_pixel_map() -> None:
 
 
 def test_density_map_cells_and_values() -> None:
-    assert map_tile(1536, 1) == 32 and map_tile(96, 8) == 8 and map_tile(28, 1) == 1
+    assert map_tile(1536, 1) == 64 and map_tile(96, 8) == 8 and map_tile(28, 1) == 2
     layer = one_layer([[0, 0]], [[0, 1]], np.ones((1, 2, 2, 2)), (4, 8), 2)
     maps, tile = density_map(layer)
     assert tile == (2, 2)

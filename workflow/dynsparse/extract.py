@@ -35,8 +35,9 @@ from dynsparse.atomic import save_npz, write_json, write_text
 
 IMAGE_SIDE = 28
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
-# Density maps get at most this many cells a side, so wide layers (QKV) stay readable.
-MAX_MAP_CELLS = 48
+# Density maps get at most this many cells a side: wide layers (QKV) stay readable, and a cell
+# pools enough weights that a 90%-sparse layer shows density, not salt and pepper.
+MAX_MAP_CELLS = 24
 METRIC_STEP_COLUMNS = (
     "step",
     "epoch",

@@ -221,7 +221,11 @@ def transformer_frame_renderer(
     colour_bar.set_label(
         "fraction of weights connected (rows: inputs, columns: outputs)", fontsize=8
     )
-    title = figure.suptitle("")
+    title = figure.suptitle("x")
+    figure.canvas.draw()
+    # Lay out once: later frames change only data and texts, and constrained layout per frame
+    # would cost most of the rendering time.
+    figure.set_layout_engine("none")
 
     def render(frame: Frame) -> np.ndarray:
         if bars is not None:
