@@ -272,31 +272,41 @@ def accuracy_vs_density_figure(results: Sequence[SampleResult]) -> Figure:
             for result in sorted(members, key=lambda r: (_method_sort_key(r.method), r.sample)):
                 series.setdefault(_series_label(result), []).append(result)
             for index, (label, group) in enumerate(series.items()):
-                group.sort(key=lambda r: r.weight_density)
+                group.sort(key=lambda r: (r.weight_density, r.sample))
                 x = [r.weight_density for r in group]
                 y = [100 * float(r.test_accuracy[-1]) for r in group]
                 method = group[0].method
                 if method == "dense":
                     for value in y:
                         ax.axhline(value, color=METHOD_COLOURS["dense"], linewidth=0.8, ls="--")
+                # A line only joins different densities; samples at one density stay points.
+                joined = len(set(x)) == len(x)
+                # Series side by side (a few % apart on the log axis) so equal points stay visible.
+                dodge = 1.0 if method == "dense" else 1.05 ** (index - (len(series) - 1) / 2)
+                x = [xi * dodge for xi in x]
                 ax.plot(
                     x,
                     y,
                     marker="os^Dv<>"[index % 7],
                     markersize=7,
-                    linewidth=1,
+                    linewidth=1 if joined else 0,
                     color=METHOD_COLOURS.get(method, f"C{index}"),
-                    label=label,
+                    label=label if len(group) > 1 else f"{label}: {group[0].sample}",
                 )
-                for r, xi, yi in zip(group, x, y, strict=True):
-                    ax.annotate(
-                        r.sample, (xi, yi), textcoords="offset points", xytext=(5, 3), fontsize=7
-                    )
+                if len(group) > 1:
+                    for r, xi, yi in zip(group, x, y, strict=True):
+                        ax.annotate(
+                            r.sample,
+                            (xi, yi),
+                            textcoords="offset points",
+                            xytext=(5, 3),
+                            fontsize=7,
+                        )
             ticks = sorted({round(r.weight_density, 3) for r in members} | {1.0})
+            ax.set_xlim(min(ticks) / 1.5, 1.5)
             ax.set_xscale("log")
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
-            ax.set_xlim(min(ticks) / 1.5, 1.5)
             ax.set_xlabel("weight density of the sparse layers (log scale; 1 = dense)")
             ax.set_ylabel("final test accuracy (%)")
             ax.set_title(f"{model}: test accuracy against density", loc="left")
