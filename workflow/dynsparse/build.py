@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dynsparse.atomic import atomic_path
 
 DEFAULT_CXXFLAGS = "-O3 -mavx2 -mfma"
+# TensorFlow's own headers emit ~100 of these with g++ 12; our code has none.
+QUIET_FLAGS = ["-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-psabi"]
 
 Log = Callable[[str], None]
 
@@ -31,36 +36,7 @@ def tensorflow_flags() -> tuple[list[str], list[str]]:
     return list(tf.sysconfig.get_compile_flags()), list(tf.sysconfig.get_link_flags())
 
 
-def compile_command(
-    sources: Sequence[Path], output: Path, extra_flags: str, compiler: str = "g++"
-) -> list[str]:
-    compile_flags, link_flags = tensorflow_flags()
-    return [
-        compiler,
-        "-shared",
-        "-fPIC",
-        *shlex.split(extra_flags),
-        *[str(source) for source in sources],
-        "-o",
-        str(output),
-        *compile_flags,
-        *link_flags,
-        # Unresolved symbols fail here rather than when TensorFlow loads the library.
-        "-Wl,-z,defs",
-        # TensorFlow's own headers emit ~100 of these; ours would still show as errors or others.
-        "-Wno-deprecated-declarations",
-        "-Wno-interference-size",
-        "-Wno-psabi",
-    ]
-
-
-def build_ops(sources: list[Path], output: Path, extra_flags: str, log: Log = print) -> None:
-    """Compile `sources` into the shared library `output`, replacing it atomically.
-
-    `extra_flags` are the configured g++ flags (optimisation, instruction set). Raises
-    CompilerNotFoundError when g++ is missing and CalledProcessError when compilation fails
-    (the compiler output is logged first).
-    """
+def find_compiler() -> str:
     compiler = shutil.which("g++")
     if compiler is None:
         raise CompilerNotFoundError(
@@ -68,24 +44,73 @@ def build_ops(sources: list[Path], output: Path, extra_flags: str, log: Log = pr
             "it with `apt-get install g++` (or `build-essential`), or `conda install gxx_linux-64` "
             "in a conda environment."
         )
+    return compiler
+
+
+def _run(command: list[str], log: Log) -> float:
+    log(f"$ {shlex.join(command)}")
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    output_text = (result.stdout + result.stderr).strip()
+    if output_text:
+        log(output_text)
+    if result.returncode != 0:
+        errors = [line for line in output_text.splitlines() if "error" in line]
+        raise OpsBuildError(
+            f"g++ failed with exit status {result.returncode}; first errors:\n"
+            + "\n".join(errors[:10] or output_text.splitlines()[-10:])
+        )
+    return time.perf_counter() - start
+
+
+def build_ops(
+    sources: Sequence[Path],
+    output: Path,
+    extra_flags: str,
+    log: Log = print,
+    jobs: int | None = None,
+) -> None:
+    """Compile `sources` into the shared library `output`, replaced atomically.
+
+    `extra_flags` are the configured g++ flags (optimisation, instruction set). Sources compile
+    in parallel (`jobs`, default: the CPU count) and link with `-Wl,-z,defs`, so a missing symbol
+    fails here rather than when TensorFlow loads the library. Raises CompilerNotFoundError when
+    g++ is missing and OpsBuildError when compilation fails (the compiler output is logged).
+    """
+    compiler = find_compiler()
+    sources = [Path(source) for source in sources]
     if not sources:
         raise ValueError("build_ops: no C++ sources given")
-    missing = [str(source) for source in sources if not Path(source).is_file()]
+    missing = [str(source) for source in sources if not source.is_file()]
     if missing:
         raise FileNotFoundError(f"build_ops: missing C++ sources: {', '.join(missing)}")
+    compile_flags, link_flags = tensorflow_flags()
+    user_flags = shlex.split(extra_flags)
     output = Path(output)
-    with atomic_path(output, suffix=".so") as tmp:
-        command = compile_command([Path(s) for s in sources], tmp, extra_flags, compiler)
-        log(f"$ {shlex.join(command)}")
-        start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        output_text = (result.stdout + result.stderr).strip()
-        if output_text:
-            log(output_text)
-        if result.returncode != 0:
-            errors = [line for line in output_text.splitlines() if "error" in line]
-            raise OpsBuildError(
-                f"g++ failed with exit status {result.returncode} building {output}; "
-                f"first errors:\n" + "\n".join(errors[:10] or output_text.splitlines()[-10:])
-            )
-        log(f"built {output} in {time.perf_counter() - start:.1f} s")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=output.parent) as objects_dir:
+        objects = [Path(objects_dir) / f"{i}_{source.stem}.o" for i, source in enumerate(sources)]
+        commands = [
+            [compiler, "-c", "-fPIC", *user_flags, str(source), "-o", str(obj)]
+            + compile_flags
+            + QUIET_FLAGS
+            for source, obj in zip(sources, objects, strict=True)
+        ]
+        workers = max(1, min(len(commands), jobs or os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda command: _run(command, log), commands))
+        with atomic_path(output, suffix=".so") as tmp:
+            link = [
+                compiler,
+                "-shared",
+                "-fPIC",
+                *user_flags,
+                *map(str, objects),
+                "-o",
+                str(tmp),
+                *link_flags,
+                "-Wl,-z,defs",
+            ]
+            _run(link, log)
+    log(f"built {output} in {time.perf_counter() - start:.1f} s")

@@ -1,0 +1,742 @@
+"""Self-test of the block-sparse matmul ops against dense TensorFlow references.
+
+Every case returns a JSON-ready dict with its checks, their largest errors and pass/fail. The ops
+must be loaded first (`dynsparse.ops.load_ops`). Used by the `selftest_ops` stage and by pytest
+(tests/test_selftest.py), which runs the same cases one by one.
+
+Tolerances (float32, u = 2**-24): an element passes when
+    |ours - ref| <= 1e-6 + 1e-5 * |ref| + 2 * gamma_L * mag,    gamma_L = L*u / (1 - L*u)
+where L is the reduction length (n_in for y, n_out for dx, the batch for the weight gradients) and
+mag the same product on absolute values (|x| . |W| etc.). gamma_L * mag bounds the rounding error
+of any summation order of a length-L dot product (Higham, Accuracy and Stability of Numerical
+Algorithms, 3.1), so it holds for both our result and TensorFlow's; for small L it is below the
+rtol term, for large L (e.g. 2048) it replaces an arbitrary looser rtol. Pooled gradients add the
+rounding of the bs*bs pooling sum. Cases with +-1 values and +-1 inputs must match exactly: every
+partial sum is an integer below 2**24.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from dynsparse import ops
+
+UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
+RTOL = 1e-5
+ATOL = 1e-6
+# Central differences of a linear function are exact up to rounding (~eps / delta).
+NUMERIC_GRADIENT_TOLERANCE = 1e-8
+
+CaseResult = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MatmulCase:
+    """One comparison of y, dx, dvalues and the four dense gradients with the dense reference."""
+
+    name: str
+    batch: tuple[int, ...]  # (M,) for x [M, n_in], (b, t) for x [b, t, n_in]
+    n_in: int
+    n_out: int
+    block_size: int
+    density: float = 0.1  # fraction of blocks; nnz = max(1, round(density * blocks))
+    nnz: int | None = None  # overrides density
+    pattern: str = "random"  # random | sign_ones | fixed
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class GradientCase:
+    """Numeric (finite-difference) gradient check in float64."""
+
+    name: str
+    batch: int
+    n_in: int
+    n_out: int
+    block_size: int
+    nnz: int
+    seed: int = 2
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """A bad input that must raise `error` with `message` in its text."""
+
+    name: str
+    call: Callable[[], Any] = field(compare=False)
+    message: str
+    error: type[Exception] = tf.errors.InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class CheckCase:
+    """Any other check: a function returning (checks, details)."""
+
+    name: str
+    kind: str
+    run: Callable[[], dict[str, dict[str, Any]]] = field(compare=False)
+
+
+Case = MatmulCase | GradientCase | ErrorCase | CheckCase
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns and data
+
+
+def random_blocks(
+    rng: np.random.Generator, n_in: int, n_out: int, bs: int, nnz: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """nnz distinct block coordinates in random order (the ops must not rely on any order)."""
+    n_block_rows, n_block_cols = n_in // bs, n_out // bs
+    flat = rng.choice(n_block_rows * n_block_cols, size=nnz, replace=False)
+    return (flat // n_block_cols).astype(np.int32), (flat % n_block_cols).astype(np.int32)
+
+
+def fixed_blocks(n_in: int, n_out: int, bs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The original self-test's pattern: a cropped identity plus blocks (1, 3) and (0, 7)."""
+    n_block_rows, n_block_cols = n_in // bs, n_out // bs
+    mask = np.eye(max(n_block_rows, n_block_cols), dtype=bool)[:n_block_rows, :n_block_cols]
+    mask[1, 3] = mask[0, 7] = True
+    rows, cols = np.nonzero(mask)
+    return rows.astype(np.int32), cols.astype(np.int32)
+
+
+def case_nnz(case: MatmulCase) -> int:
+    if case.nnz is not None:
+        return case.nnz
+    blocks = (case.n_in // case.block_size) * (case.n_out // case.block_size)
+    return max(1, round(case.density * blocks))
+
+
+def case_data(case: MatmulCase) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(case.seed)
+    bs = case.block_size
+    if case.pattern == "fixed":
+        rows, cols = fixed_blocks(case.n_in, case.n_out, bs)
+    else:
+        rows, cols = random_blocks(rng, case.n_in, case.n_out, bs, case_nnz(case))
+    nnz = len(rows)
+    x_shape = (*case.batch, case.n_in)
+    dy_shape = (*case.batch, case.n_out)
+    if case.pattern == "sign_ones":
+        values = rng.choice([-1.0, 1.0], size=(nnz, bs, bs))
+        x = rng.choice([-1.0, 1.0], size=x_shape)
+        dy = rng.choice([-1.0, 1.0], size=dy_shape)
+    elif case.pattern == "fixed":
+        values = rng.uniform(0.0, 1.0, size=(nnz, bs, bs))
+        x = rng.uniform(0.0, 1.0, size=x_shape)
+        dy = rng.standard_normal(dy_shape)
+    else:
+        values = rng.standard_normal((nnz, bs, bs))
+        x = rng.standard_normal(x_shape)
+        dy = rng.standard_normal(dy_shape)
+    return {
+        "values": values.astype(np.float32),
+        "rows": rows,
+        "cols": cols,
+        "x": x.astype(np.float32),
+        "dy": dy.astype(np.float32),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons
+
+
+def gamma(length: int, dtype: np.dtype) -> float:
+    nu = length * UNIT_ROUNDOFF[np.dtype(dtype)]
+    return nu / (1.0 - nu)
+
+
+def elementwise_tolerance(
+    reference: np.ndarray, magnitude: np.ndarray, length: int, exact: bool
+) -> np.ndarray:
+    if exact:
+        return np.zeros_like(reference, dtype=np.float64)
+    return (
+        ATOL
+        + RTOL * np.abs(reference.astype(np.float64))
+        + 2.0 * gamma(length, np.float32) * magnitude.astype(np.float64)
+    )
+
+
+def compare(ours: np.ndarray, reference: np.ndarray, tolerance: np.ndarray) -> dict[str, Any]:
+    if ours.shape != reference.shape:
+        return {
+            "passed": False,
+            "max_abs_error": float("inf"),
+            "error_over_tolerance": float("inf"),
+            "note": f"shape {ours.shape} != reference shape {reference.shape}",
+        }
+    error = np.abs(ours.astype(np.float64) - reference.astype(np.float64))
+    finite = bool(np.all(np.isfinite(ours)))
+    passed = finite and bool(np.all(error <= tolerance))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(error > 0, error / tolerance, 0.0)
+    return {
+        "passed": passed,
+        "max_abs_error": float(error.max()) if error.size else 0.0,
+        "error_over_tolerance": float(ratio.max()) if ratio.size else 0.0,
+    }
+
+
+def block_pool(dense: np.ndarray, bs: int, pooling: str) -> np.ndarray:
+    if pooling == "NONE":
+        return dense
+    blocks = dense.reshape(dense.shape[0] // bs, bs, dense.shape[1] // bs, bs)
+    reducers = {"SUM": np.sum, "AVG": np.mean, "MAX": np.max}
+    return reducers[pooling](blocks, axis=(1, 3))
+
+
+def gather_blocks(dense: np.ndarray, rows: np.ndarray, cols: np.ndarray, bs: int) -> np.ndarray:
+    n_in, n_out = dense.shape
+    blocks = dense.reshape(n_in // bs, bs, n_out // bs, bs).transpose(0, 2, 1, 3)
+    return blocks[rows, cols]
+
+
+def run_matmul_case(case: MatmulCase) -> dict[str, dict[str, Any]]:
+    data = case_data(case)
+    bs, n_in, n_out = case.block_size, case.n_in, case.n_out
+    exact = case.pattern == "sign_ones"
+    rows, cols = data["rows"], data["cols"]
+    x, dy, values = tf.constant(data["x"]), tf.constant(data["dy"]), tf.constant(data["values"])
+    dense_w = tf.constant(ops.dense_from_blocks(data["values"], rows, cols, (n_in, n_out)))
+
+    with tf.GradientTape() as tape:
+        tape.watch([x, values])
+        y = ops.bsmm(x, values, rows, cols, n_out=n_out)
+    dx, dvalues = tape.gradient(y, [x, values], output_gradients=dy)
+
+    x2 = tf.reshape(x, [-1, n_in])
+    dy2 = tf.reshape(dy, [-1, n_out])
+    batch = int(x2.shape[0])
+    with tf.GradientTape() as tape:
+        tape.watch([x2, dense_w])
+        y_ref = tf.matmul(x2, dense_w)
+    dx_ref, dw_ref = (t.numpy() for t in tape.gradient(y_ref, [x2, dense_w], dy2))
+    abs_w, abs_x, abs_dy = tf.abs(dense_w), tf.abs(x2), tf.abs(dy2)
+    mag_y = tf.matmul(abs_x, abs_w).numpy()
+    mag_dx = tf.matmul(abs_dy, abs_w, transpose_b=True).numpy()
+    mag_dw = tf.matmul(abs_x, abs_dy, transpose_a=True).numpy()
+
+    checks = {
+        "y": compare(
+            tf.reshape(y, [-1, n_out]).numpy(),
+            y_ref.numpy(),
+            elementwise_tolerance(y_ref.numpy(), mag_y, n_in, exact),
+        ),
+        "dx": compare(
+            tf.reshape(dx, [-1, n_in]).numpy(),
+            dx_ref,
+            elementwise_tolerance(dx_ref, mag_dx, n_out, exact),
+        ),
+    }
+    dvalues_ref = gather_blocks(dw_ref, rows, cols, bs)
+    checks["dvalues"] = compare(
+        dvalues.numpy(),
+        dvalues_ref,
+        elementwise_tolerance(dvalues_ref, gather_blocks(mag_dw, rows, cols, bs), batch, exact),
+    )
+    grad_tolerance = elementwise_tolerance(dw_ref, mag_dw, batch, exact)
+    abs_grad_ref = np.abs(dw_ref.astype(np.float64))
+    for pooling in ops.POOLINGS:
+        ours = ops.bsmm_dense_grad(x, dy, block_size=bs, pooling=pooling).numpy()
+        reference = block_pool(abs_grad_ref, bs, pooling)
+        if pooling == "MAX":
+            tolerance = block_pool(grad_tolerance, bs, "MAX")
+        else:
+            tolerance = block_pool(grad_tolerance, bs, pooling)
+            if not exact:
+                tolerance = tolerance + gamma(bs * bs, np.float32) * reference
+        checks[f"dense_grad_{pooling}"] = compare(ours, reference, tolerance)
+    return checks
+
+
+def run_gradient_case(case: GradientCase) -> dict[str, dict[str, Any]]:
+    rng = np.random.default_rng(case.seed)
+    bs = case.block_size
+    rows, cols = random_blocks(rng, case.n_in, case.n_out, bs, case.nnz)
+    x = tf.constant(rng.standard_normal((case.batch, case.n_in)))
+    values = tf.constant(rng.standard_normal((case.nnz, bs, bs)))
+
+    def forward(x: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+        return ops.bsmm(x, values, rows, cols, n_out=case.n_out)
+
+    theoretical, numerical = tf.test.compute_gradient(forward, [x, values])
+    checks = {}
+    for name, theo, num in zip(("dx", "dvalues"), theoretical, numerical, strict=True):
+        error = float(np.abs(theo - num).max())
+        checks[name] = {
+            "passed": error <= NUMERIC_GRADIENT_TOLERANCE,
+            "max_abs_error": error,
+            "error_over_tolerance": error / NUMERIC_GRADIENT_TOLERANCE,
+        }
+    return checks
+
+
+def run_error_case(case: ErrorCase) -> dict[str, dict[str, Any]]:
+    try:
+        case.call()
+    except case.error as error:
+        text = str(error)
+        found = case.message in text
+        return {
+            "raised": {
+                "passed": found,
+                "max_abs_error": 0.0,
+                "error_over_tolerance": 0.0,
+                "message": text.splitlines()[0][:400] if text else "",
+                **({} if found else {"expected": case.message}),
+            }
+        }
+    except Exception as error:  # reported as a failed case
+        return {
+            "raised": {
+                "passed": False,
+                "max_abs_error": 0.0,
+                "error_over_tolerance": 0.0,
+                "message": f"{type(error).__name__}: {str(error)[:400]}",
+                "expected": f"{case.error.__name__}: {case.message}",
+            }
+        }
+    return {
+        "raised": {
+            "passed": False,
+            "max_abs_error": 0.0,
+            "error_over_tolerance": 0.0,
+            "message": "no error raised",
+            "expected": f"{case.error.__name__}: {case.message}",
+        }
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Other checks
+
+
+def pattern_update_checks() -> dict[str, dict[str, Any]]:
+    """A pattern changed in place between two calls of one traced function: new result, 1 trace."""
+    rng = np.random.default_rng(7)
+    n_in, n_out, bs, nnz = 64, 48, 4, 20
+    rows, cols = random_blocks(rng, n_in, n_out, bs, nnz)
+    values_v = tf.Variable(rng.standard_normal((nnz, bs, bs)).astype(np.float32))
+    rows_v, cols_v = tf.Variable(rows), tf.Variable(cols)
+    x = tf.constant(rng.standard_normal((5, n_in)).astype(np.float32))
+
+    @tf.function
+    def step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            y = ops.bsmm(x, values_v, rows_v, cols_v, n_out=n_out)
+            loss = tf.reduce_sum(y * y)
+        return y, tape.gradient(loss, values_v)
+
+    checks: dict[str, dict[str, Any]] = {}
+    previous = None
+    for call in range(3):
+        y, dvalues = step(x)
+        w = ops.dense_from_blocks(values_v.numpy(), rows_v.numpy(), cols_v.numpy(), (n_in, n_out))
+        y_ref = x.numpy().astype(np.float64) @ w
+        mag = np.abs(x.numpy()) @ np.abs(w)
+        checks[f"y_call{call}"] = compare(
+            y.numpy(), y_ref, elementwise_tolerance(y_ref, mag, n_in, False)
+        )
+        # The gradient of sum(y * y) is x^T . (2 y) at the blocks, with our y as dy.
+        dy = 2.0 * y.numpy()
+        dw_ref = x.numpy().T.astype(np.float64) @ dy.astype(np.float64)
+        dw_mag = np.abs(x.numpy()).T @ np.abs(dy)
+        rows_now, cols_now = rows_v.numpy(), cols_v.numpy()
+        dvalues_ref = gather_blocks(dw_ref, rows_now, cols_now, bs)
+        checks[f"dvalues_call{call}"] = compare(
+            dvalues.numpy(),
+            dvalues_ref,
+            elementwise_tolerance(
+                dvalues_ref, gather_blocks(dw_mag, rows_now, cols_now, bs), x.shape[0], False
+            ),
+        )
+        if previous is not None:
+            changed = not np.array_equal(previous, y.numpy())
+            checks[f"changed_call{call}"] = {
+                "passed": changed,
+                "max_abs_error": 0.0,
+                "error_over_tolerance": 0.0,
+            }
+        previous = y.numpy()
+        if call == 0:
+            new_rows, new_cols = random_blocks(rng, n_in, n_out, bs, nnz)
+            rows_v.assign(new_rows)  # new positions, same values
+            cols_v.assign(new_cols)
+        else:
+            values_v.assign(rng.standard_normal((nnz, bs, bs)).astype(np.float32))
+    traces = int(step.experimental_get_tracing_count())
+    checks["trace_count"] = {
+        "passed": traces == 1,
+        "max_abs_error": 0.0,
+        "error_over_tolerance": 0.0,
+        "traces": traces,
+    }
+    return checks
+
+
+def determinism_checks(batch: int, n_in: int, n_out: int, bs: int) -> dict[str, dict[str, Any]]:
+    """Bitwise equal results over repeated calls (work units own their outputs)."""
+    case = MatmulCase("determinism", (batch,), n_in, n_out, bs, density=0.1, seed=11)
+    data = case_data(case)
+    rows, cols = data["rows"], data["cols"]
+    x, dy, values = (tf.constant(data[k]) for k in ("x", "dy", "values"))
+
+    def results() -> list[np.ndarray]:
+        with tf.GradientTape() as tape:
+            tape.watch([x, values])
+            y = ops.bsmm(x, values, rows, cols, n_out=n_out)
+        dx, dvalues = tape.gradient(y, [x, values], output_gradients=dy)
+        grad = ops.bsmm_dense_grad(x, dy, block_size=bs, pooling="SUM")
+        return [t.numpy() for t in (y, dx, dvalues, grad)]
+
+    first = results()
+    same = [True] * len(first)
+    for _ in range(3):
+        for i, again in enumerate(results()):
+            same[i] = same[i] and np.array_equal(again, first[i])
+    return {
+        name: {"passed": ok, "max_abs_error": 0.0, "error_over_tolerance": 0.0}
+        for name, ok in zip(("y", "dx", "dvalues", "dense_grad_SUM"), same, strict=True)
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Error cases
+
+
+def error_cases() -> list[ErrorCase]:
+    def module() -> Any:
+        return ops.loaded_ops()
+
+    f32 = np.float32
+    x = np.ones((2, 16), f32)
+    values = np.ones((2, 4, 4), f32)
+    r01 = np.array([0, 1], np.int32)
+    c00 = np.array([0, 0], np.int32)
+
+    def forward(
+        x: Any = x,
+        values: Any = values,
+        rows: Any = r01,
+        cols: Any = c00,
+        block_size: int = 4,
+        n_out: int = 8,
+    ) -> Any:
+        return module().bsmm_forward(x, values, rows, cols, block_size=block_size, n_out=n_out)
+
+    def input_grad(dy: Any, rows: Any = r01, cols: Any = c00, n_in: int = 16) -> Any:
+        return module().bsmm_input_grad(dy, values, rows, cols, block_size=4, n_in=n_in)
+
+    def values_grad(x: Any, dy: Any, rows: Any = r01, cols: Any = c00) -> Any:
+        return module().bsmm_values_grad(x, dy, rows, cols, block_size=4)
+
+    def dense_grad(x: Any, dy: Any, block_size: int = 4, pooling: str = "SUM") -> Any:
+        return module().bsmm_dense_grad(x, dy, block_size=block_size, pooling=pooling)
+
+    @tf.function
+    def traced_bad_block_size() -> Any:
+        return forward(values=np.ones((2, 3, 3), f32), block_size=3, n_out=9)
+
+    dy8 = np.ones((2, 8), f32)
+    return [
+        ErrorCase(
+            "error_block_size_3",
+            lambda: forward(values=np.ones((2, 3, 3), f32), block_size=3, n_out=9),
+            "block_size must be one of 1, 4, 8, 16, got 3",
+        ),
+        ErrorCase(
+            "error_block_size_in_graph",
+            traced_bad_block_size,
+            "block_size must be one of 1, 4, 8, 16, got 3",
+            ValueError,
+        ),
+        ErrorCase(
+            "error_rows_out_of_range",
+            lambda: forward(rows=np.array([0, 4], np.int32)),
+            "rows[1] = 4 is out of range [0, 4)",
+        ),
+        ErrorCase(
+            "error_rows_negative",
+            lambda: forward(rows=np.array([-1, 0], np.int32)),
+            "rows[0] = -1 is out of range [0, 4)",
+        ),
+        ErrorCase(
+            "error_cols_out_of_range",
+            lambda: forward(cols=np.array([0, 2], np.int32)),
+            "cols[1] = 2 is out of range [0, 2)",
+        ),
+        ErrorCase(
+            "error_duplicate_block",
+            lambda: forward(
+                values=np.ones((3, 4, 4), f32),
+                rows=np.array([1, 0, 1], np.int32),
+                cols=np.array([1, 0, 1], np.int32),
+            ),
+            "duplicate block (row 1, col 1) at positions 0 and 2",
+        ),
+        ErrorCase(
+            "error_too_many_blocks",
+            lambda: forward(
+                x=np.ones((2, 4), f32),
+                values=np.ones((2, 4, 4), f32),
+                rows=np.array([0, 0], np.int32),
+                cols=np.array([0, 0], np.int32),
+                n_out=4,
+            ),
+            "2 blocks do not fit in a 1 x 1 block grid",
+        ),
+        ErrorCase(
+            "error_values_vs_rows",
+            lambda: forward(values=np.ones((3, 4, 4), f32)),
+            "values has 3 blocks but rows and cols have 2 entries",
+        ),
+        ErrorCase(
+            "error_rows_vs_cols",
+            lambda: forward(cols=np.array([0, 0, 1], np.int32)),
+            "rows and cols must have one entry per block, got rows of length 2 and cols of "
+            "length 3",
+        ),
+        ErrorCase(
+            "error_values_block_shape",
+            lambda: forward(values=np.ones((2, 8, 8), f32)),
+            "values must have shape [nnz, block_size, block_size] = [nnz, 4, 4]",
+        ),
+        ErrorCase(
+            "error_n_in_not_divisible",
+            lambda: forward(x=np.ones((2, 18), f32)),
+            "n_in (x.shape[1]) = 18 is not divisible by block_size 4",
+        ),
+        ErrorCase(
+            "error_n_out_not_divisible",
+            lambda: forward(n_out=10),
+            "n_out = 10 is not divisible by block_size 4",
+        ),
+        ErrorCase("error_x_rank", lambda: forward(x=np.ones((16,), f32)), "x must have rank 2"),
+        ErrorCase(
+            "error_input_grad_duplicate",
+            lambda: input_grad(dy8, rows=np.array([1, 1], np.int32)),
+            "BsmmInputGrad: duplicate block (row 1, col 0)",
+        ),
+        ErrorCase(
+            "error_input_grad_width",
+            lambda: input_grad(np.ones((2, 6), f32)),
+            "n_out (dy.shape[1]) = 6 is not divisible by block_size 4",
+        ),
+        ErrorCase(
+            "error_input_grad_n_in",
+            lambda: input_grad(dy8, rows=np.array([0, 1], np.int32), n_in=4),
+            "rows[1] = 1 is out of range [0, 1)",
+        ),
+        ErrorCase(
+            "error_values_grad_batch",
+            lambda: values_grad(np.ones((3, 16), f32), dy8),
+            "x and dy must have the same number of rows (batch)",
+        ),
+        ErrorCase(
+            "error_values_grad_cols",
+            lambda: values_grad(x, dy8, cols=np.array([0, 5], np.int32)),
+            "BsmmValuesGrad: cols[1] = 5 is out of range [0, 2)",
+        ),
+        ErrorCase(
+            "error_dense_grad_batch",
+            lambda: dense_grad(np.ones((3, 16), f32), dy8),
+            "x and dy must have the same number of rows (batch)",
+        ),
+        ErrorCase(
+            "error_dense_grad_width",
+            lambda: dense_grad(x, np.ones((2, 6), f32)),
+            "n_out (dy.shape[1]) = 6 is not divisible by block_size 4",
+        ),
+        ErrorCase(
+            "error_dense_grad_block_size",
+            lambda: dense_grad(x, dy8, block_size=2),
+            "block_size must be one of 1, 4, 8, 16, got 2",
+        ),
+        ErrorCase(
+            "error_dense_grad_pooling",
+            lambda: dense_grad(x, dy8, pooling="MEAN"),
+            "pooling",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Case lists
+
+
+def matmul_cases(quick: bool) -> list[MatmulCase]:
+    cases: list[MatmulCase] = []
+    tiny = {1: (16, 8), 4: (16, 8), 8: (16, 8), 16: (32, 16)}
+    for bs in ops.BLOCK_SIZES:
+        n_in, n_out = tiny[bs]
+        cases += [
+            MatmulCase(f"tiny_bs{bs}", (2,), n_in, n_out, bs, density=0.3),
+            MatmulCase(f"single_block_bs{bs}", (3,), 4 * bs, 2 * bs, bs, nnz=1),
+            MatmulCase(f"fixed_pattern_bs{bs}", (3,), 3 * bs, 8 * bs, bs, pattern="fixed"),
+            MatmulCase(f"sign_ones_bs{bs}", (33,), 256, 128, bs, density=0.2, pattern="sign_ones"),
+            MatmulCase(f"mnist_fc1_bs{bs}", (16,), 784, 320, bs, density=0.1),
+            MatmulCase(f"transformer_ffn_in_bs{bs}", (4, 28), 96, 1536, bs, density=0.1),
+            MatmulCase(f"transformer_head_pad_bs{bs}", (4, 28), 96, 16, bs, density=0.5),
+        ]
+        odd = {1: ((7,), 13, 29), 4: ((5,), 36, 20), 8: ((1,), 24, 40), 16: ((9,), 48, 80)}
+        batch, n_in, n_out = odd[bs]
+        cases.append(MatmulCase(f"odd_bs{bs}", batch, n_in, n_out, bs, density=0.4))
+        if bs <= 4:
+            cases.append(MatmulCase(f"transformer_embed_bs{bs}", (4, 28), 28, 96, bs, density=0.3))
+        else:
+            cases.append(MatmulCase(f"transformer_embed_pad_bs{bs}", (4, 28), 32, 96, bs, 0.3))
+        if not quick:
+            for density in (0.05, 0.3, 0.5, 1.0):
+                cases.append(
+                    MatmulCase(f"density{density}_bs{bs}", (33,), 128, 96, bs, density=density)
+                )
+            cases += [
+                MatmulCase(f"transformer_ffn_out_bs{bs}", (4, 28), 1536, 96, bs, density=0.1),
+                MatmulCase(f"transformer_qkv_bs{bs}", (4, 28), 96, 512, bs, density=0.1),
+                MatmulCase(f"transformer_attn_out_bs{bs}", (4, 28), 512, 96, bs, density=0.1),
+                MatmulCase(f"transformer_ff1_bs{bs}", (4, 28), 96, 48, bs, density=0.5),
+                MatmulCase(f"transformer_ff2_bs{bs}", (4, 28), 48, 96, bs, density=0.5),
+                MatmulCase(f"large_bs{bs}", (256,), 2048, 2048, bs, density=0.1),
+            ]
+    cases += [
+        MatmulCase("mnist_fc2_bs1", (16,), 320, 10, 1, density=0.3),
+        MatmulCase("transformer_head_bs1", (4, 28), 96, 10, 1, density=0.5),
+    ]
+    if quick:
+        cases += [
+            MatmulCase("density1.0_bs16", (20,), 64, 64, 16, density=1.0),
+            MatmulCase("large_bs16", (256,), 2048, 2048, 16, density=0.1),
+        ]
+    else:
+        cases += [
+            MatmulCase("large_d0.3_bs16", (256,), 2048, 2048, 16, density=0.3),
+            MatmulCase("sign_ones_large_bs16", (64,), 1024, 1536, 16, pattern="sign_ones"),
+            MatmulCase("sign_ones_large_bs1", (64,), 1024, 1536, 1, pattern="sign_ones"),
+        ]
+    return cases
+
+
+def gradient_cases(quick: bool) -> list[GradientCase]:
+    cases = [
+        GradientCase("numeric_gradient_bs1", 3, 12, 10, 1, nnz=30),
+        GradientCase("numeric_gradient_bs4", 3, 16, 12, 4, nnz=5),
+        GradientCase("numeric_gradient_bs8", 2, 16, 24, 8, nnz=3),
+        GradientCase("numeric_gradient_bs16", 2, 32, 32, 16, nnz=2),
+    ]
+    return cases[::2] if quick else cases
+
+
+def all_cases(quick: bool) -> list[Case]:
+    cases: list[Case] = [*matmul_cases(quick), *gradient_cases(quick)]
+    cases.append(CheckCase("pattern_update_in_place", "pattern_update", pattern_update_checks))
+    for bs in (1, 16) if quick else ops.BLOCK_SIZES:
+        cases.append(
+            CheckCase(
+                f"determinism_bs{bs}",
+                "determinism",
+                lambda bs=bs: determinism_checks(96, 512, 256, bs),
+            )
+        )
+    cases += error_cases()
+    return cases
+
+
+def case_kind(case: Case) -> str:
+    if isinstance(case, MatmulCase):
+        return "matmul"
+    if isinstance(case, GradientCase):
+        return "numeric_gradient"
+    if isinstance(case, ErrorCase):
+        return "error"
+    return case.kind
+
+
+def case_params(case: Case) -> dict[str, Any]:
+    if isinstance(case, MatmulCase | GradientCase):
+        params = asdict(case)
+        params.pop("name")
+        if isinstance(case, MatmulCase):
+            params["nnz"] = case_nnz(case) if case.pattern != "fixed" else None
+        return params
+    if isinstance(case, ErrorCase):
+        return {"expected_error": case.error.__name__, "expected_message": case.message}
+    return {}
+
+
+def run_case(case: Case) -> CaseResult:
+    """Run one case; exceptions other than an expected error count as a failure."""
+    start = time.perf_counter()
+    try:
+        if isinstance(case, MatmulCase):
+            checks = run_matmul_case(case)
+        elif isinstance(case, GradientCase):
+            checks = run_gradient_case(case)
+        elif isinstance(case, ErrorCase):
+            checks = run_error_case(case)
+        else:
+            checks = case.run()
+        error = None
+    except Exception as exception:  # reported in the result
+        checks = {}
+        error = f"{type(exception).__name__}: {str(exception)[:1000]}"
+    passed = error is None and bool(checks) and all(c["passed"] for c in checks.values())
+    result: CaseResult = {
+        "name": case.name,
+        "kind": case_kind(case),
+        "params": case_params(case),
+        "checks": checks,
+        "max_abs_error": max((c["max_abs_error"] for c in checks.values()), default=0.0),
+        "max_error_over_tolerance": max(
+            (c["error_over_tolerance"] for c in checks.values()), default=0.0
+        ),
+        "passed": passed,
+        "seconds": round(time.perf_counter() - start, 4),
+    }
+    if error is not None:
+        result["exception"] = error
+    return result
+
+
+def run_selftest(quick: bool, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every case (`quick`: the reduced list); the ops must be loaded first."""
+    ops.loaded_ops()
+    start = time.perf_counter()
+    results = []
+    for case in all_cases(quick):
+        result = run_case(case)
+        results.append(result)
+        if log is not None:
+            status = "ok  " if result["passed"] else "FAIL"
+            log(
+                f"{status} {result['name']:<36} max err {result['max_abs_error']:.3g} "
+                f"(x{result['max_error_over_tolerance']:.3g} of tolerance) "
+                f"{result['seconds']:.2f} s"
+            )
+    failed = [r["name"] for r in results if not r["passed"]]
+    return {
+        "quick": quick,
+        "n_cases": len(results),
+        "n_passed": len(results) - len(failed),
+        "n_failed": len(failed),
+        "failed": failed,
+        "passed": not failed,
+        "seconds": round(time.perf_counter() - start, 2),
+        "tolerance": {
+            "rtol": RTOL,
+            "atol": ATOL,
+            "rounding": "2 * gamma_L * (|a| . |b|), gamma_L = L u / (1 - L u), u = 2**-24",
+            "sign_ones": "exact",
+            "numeric_gradient": NUMERIC_GRADIENT_TOLERANCE,
+        },
+        "cases": results,
+    }
