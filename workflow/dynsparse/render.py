@@ -113,7 +113,7 @@ def fc_frame_renderer(
         title.set_text(f"{sample}: connections per pixel ({_progress(frame, n_updates, method)})")
         caption.set_text(
             f"after {frame.step} batches · {np.count_nonzero(field == 0)} unconnected pixels · "
-            f"mean {field.mean():.1f}, max {field.max()}"
+            f"fewest {field.min()}, most {field.max()} per pixel"
         )
         return figure_rgb(figure)
 
