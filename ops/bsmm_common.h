@@ -20,6 +20,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -322,12 +326,58 @@ struct BatchChunks {
   int64_t size() const { return count() == 0 ? 0 : offset(count() - 1) + width * padded(count() - 1); }
 };
 
+// dst[c * ld_dst + r] = src[r * ld_src + c] for an 8 x 8 tile.
+template <typename T>
+inline void Transpose8x8(const T* src, int64_t ld_src, T* dst, int64_t ld_dst) {
+  for (int r = 0; r < 8; ++r) {
+    for (int c = 0; c < 8; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+  }
+}
+
+#if defined(__AVX__)
+template <>
+inline void Transpose8x8<float>(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m256 r0 = _mm256_loadu_ps(src + 0 * ld_src);
+  __m256 r1 = _mm256_loadu_ps(src + 1 * ld_src);
+  __m256 r2 = _mm256_loadu_ps(src + 2 * ld_src);
+  __m256 r3 = _mm256_loadu_ps(src + 3 * ld_src);
+  __m256 r4 = _mm256_loadu_ps(src + 4 * ld_src);
+  __m256 r5 = _mm256_loadu_ps(src + 5 * ld_src);
+  __m256 r6 = _mm256_loadu_ps(src + 6 * ld_src);
+  __m256 r7 = _mm256_loadu_ps(src + 7 * ld_src);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1);
+  const __m256 t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3);
+  const __m256 t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5);
+  const __m256 t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7);
+  const __m256 t7 = _mm256_unpackhi_ps(r6, r7);
+  r0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  r1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  r2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  r3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  r4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  r5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  r6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  r7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst + 0 * ld_dst, _mm256_permute2f128_ps(r0, r4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ld_dst, _mm256_permute2f128_ps(r1, r5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(r0, r4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(r1, r5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x31));
+}
+#endif
+
 template <typename T>
 void PackBatchChunks(OpKernelContext* ctx, const T* src, const BatchChunks<T>& layout, T* dst) {
   constexpr int64_t kColumns = 64;
   const int64_t col_tiles = (layout.width + kColumns - 1) / kColumns;
   const int64_t width = layout.width;
-  ParallelUnits(ctx, layout.count() * col_tiles, kColumns * BatchChunks<T>::kChunk,
+  ParallelUnits(ctx, layout.count() * col_tiles, kColumns * BatchChunks<T>::kChunk / 2,
                 [&](int64_t begin, int64_t end) {
                   for (int64_t u = begin; u < end; ++u) {
                     const int64_t c = u / col_tiles;
@@ -337,11 +387,17 @@ void PackBatchChunks(OpKernelContext* ctx, const T* src, const BatchChunks<T>& l
                     const int64_t padded = layout.padded(c);
                     const T* s = src + c * BatchChunks<T>::kChunk * width;
                     T* d = dst + layout.offset(c);
-                    for (int64_t r = 0; r < rows; ++r) {
-                      for (int64_t k = k0; k < k1; ++k) d[k * padded + r] = s[r * width + k];
+                    const int64_t full_rows = rows / 8 * 8;
+                    const int64_t full_k = k0 + (k1 - k0) / 8 * 8;
+                    for (int64_t r = 0; r < full_rows; r += 8) {
+                      for (int64_t k = k0; k < full_k; k += 8) {
+                        Transpose8x8<T>(s + r * width + k, width, d + k * padded + r, padded);
+                      }
                     }
-                    for (int64_t r = rows; r < padded; ++r) {
-                      for (int64_t k = k0; k < k1; ++k) d[k * padded + r] = T(0);
+                    for (int64_t k = k0; k < k1; ++k) {
+                      const int64_t r0 = k < full_k ? full_rows : 0;
+                      for (int64_t r = r0; r < rows; ++r) d[k * padded + r] = s[r * width + k];
+                      for (int64_t r = rows; r < padded; ++r) d[k * padded + r] = T(0);
                     }
                   }
                 });

@@ -1,0 +1,39 @@
+"""The op benchmark runs a tiny sweep and writes the documented columns (no timing checks)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from dynsparse import bench
+
+
+def test_tiny_sweep_writes_csv_plot_and_table(ops_library: Path, tmp_path: Path) -> None:
+    rows = bench.bench_ops("tiny", repeats=2)
+    assert len(rows) == len(bench.bench_ops_cases("tiny"))
+    csv_path, plot_path = tmp_path / "ops.csv", tmp_path / "ops.png"
+    bench.write_bench_ops_csv(rows, csv_path)
+    bench.plot_bench_ops(rows, plot_path)
+    with csv_path.open() as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == bench.BENCH_OPS_COLUMNS
+        written = list(reader)
+    assert len(written) == len(rows)
+    for row in written:
+        for column in bench.BENCH_OPS_COLUMNS:
+            if column.endswith("_ms") or "speedup" in column:
+                assert float(row[column]) > 0, column
+    assert plot_path.stat().st_size > 0
+    table = bench.bench_ops_table(rows)
+    assert "fwd/dense" in table and len(table.splitlines()) == len(rows) + 3
+
+
+def test_sweeps_contain_the_target_shapes() -> None:
+    quick = bench.bench_ops_cases("quick")
+    full = bench.bench_ops_cases("full")
+    for case in bench.OP_TARGETS:
+        assert case in quick and case in full
+    assert len(full) > len(quick)
+    with pytest.raises(ValueError, match="unknown op benchmark sweep"):
+        bench.bench_ops_cases("huge")
