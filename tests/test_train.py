@@ -319,3 +319,23 @@ def test_a_changed_config_does_not_resume(
     assert list((out / "checkpoints").glob("*/epoch-0001/state.json"))
     summary = _train("fc", fc_settings(epochs=1), mnist_file, ops_library, out)
     assert summary["resumed_from_epoch"] is None
+
+
+def test_bench_training_measures_every_case(ops_library: str, tmp_path: Path) -> None:
+    from dynsparse.bench_training import BenchCase, bench_training, write_csv
+
+    cases = (
+        BenchCase("fc", "dense", {"densities": [1.0, 1.0]}),
+        BenchCase("fc", "sparse", {"densities": [0.1, 0.5]}),
+        BenchCase("transformer", "sparse_b4", {}),
+    )
+    settings = {"fc": fc_settings(), "transformer": transformer_settings()}
+    rows = bench_training(
+        ops_library, 1, settings, lambda _: None, steps={"fc": 5, "transformer": 3}, cases=cases
+    )
+    assert [row["case"] for row in rows] == ["dense", "sparse", "sparse_b4"]
+    assert all(row["samples_per_second"] > 0 for row in rows)
+    assert rows[0]["speedup_vs_dense"] == 1.0 and rows[1]["update_step_ms"] > 0
+    write_csv(tmp_path / "training.csv", rows)
+    header = (tmp_path / "training.csv").read_text().splitlines()[0]
+    assert header.startswith("model,case,sparsity")

@@ -115,6 +115,118 @@ class _Log:
         self.stream.flush()
 
 
+def update_layers(
+    sparse_layers: list[Any],
+    optimizer: Any,
+    dense_grads: list[np.ndarray] | None,
+    schedule_value: float,
+    prune_ratio: float,
+    method: str,
+    regrow_rng: np.random.Generator,
+) -> None:
+    """One RigL update of every sparse layer, in place: pattern, values and optimizer slots."""
+    for i, layer in enumerate(sparse_layers):
+        rows, cols, values = layer.pattern()
+        update = rigl.update_pattern(
+            rows,
+            cols,
+            values,
+            grid_shape=layer.grid_shape,
+            block_size=layer.block_size,
+            k=rigl.prune_count(layer.nnz, prune_ratio, schedule_value),
+            method=method,
+            dense_grad=None if dense_grads is None else dense_grads[i],
+            rng=regrow_rng,
+        )
+        if update.changed:
+            layer.assign_pattern(update.rows, update.cols, update.gather(values))
+            optimizer.relayout(layer.values, update.gather)
+        assert layer.rows.shape[0] == layer.nnz == layer.values.shape[0], "nnz changed"
+
+
+class StepFunctions:
+    """The three compiled functions of a training run, each traced once (`traces` counts).
+
+    - `train_chunk(batch_indices [n, B])`: n ordinary training steps in one call; per-batch loss
+      and accuracy.
+    - `update_step(indices [B])`: one training step that also returns every sparse layer's dense
+      gradient |Xᵀ·dY| (dY by watching the layer's pre-bias output), for RigL.
+    - `evaluate_batch(x, y)`: summed loss and number correct, no dropout.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any,
+        x_train: Any,
+        y_train: Any,
+        batch_size: int,
+        input_shape: tuple[int, ...],
+    ) -> None:
+        import tensorflow as tf
+
+        self.traces = {"train_chunk": 0, "update_step": 0, "evaluate": 0}
+        trainable = list(model.trainable_variables)
+        if [v.ref() for v in trainable] != [v.ref() for v in optimizer.variables_]:
+            raise ValueError("the optimizer must hold the model's trainable variables in order")
+        traces = self.traces
+
+        def loss_and_accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            )
+            correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+            return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, batch_size], tf.int32)])
+        def train_chunk(batch_indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            traces["train_chunk"] += 1
+            n = tf.shape(batch_indices)[0]
+            losses = tf.TensorArray(tf.float32, size=n)
+            accuracies = tf.TensorArray(tf.float32, size=n)
+            for i in tf.range(n):
+                indices = batch_indices[i]
+                x = tf.gather(x_train, indices)
+                y = tf.gather(y_train, indices)
+                with tf.GradientTape() as tape:
+                    loss, accuracy = loss_and_accuracy(model(x, training=True), y)
+                optimizer.apply(tape.gradient(loss, trainable))
+                losses = losses.write(i, loss)
+                accuracies = accuracies.write(i, accuracy)
+            return losses.stack(), accuracies.stack()
+
+        @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.int32)])
+        def update_step(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+            traces["update_step"] += 1
+            x = tf.gather(x_train, indices)
+            y = tf.gather(y_train, indices)
+            capture: list[Any] = []
+            with tf.GradientTape() as tape:
+                loss, accuracy = loss_and_accuracy(model(x, training=True, capture=capture), y)
+            pre_bias = [c.pre_bias for c in capture]
+            gradients = tape.gradient(loss, trainable + pre_bias)
+            optimizer.apply(gradients[: len(trainable)])
+            dense = [
+                c.layer.dense_grad(c.x, dy)
+                for c, dy in zip(capture, gradients[len(trainable) :], strict=True)
+            ]
+            return loss, accuracy, dense
+
+        test_spec = tf.TensorSpec([None, *input_shape], tf.uint8)
+
+        @tf.function(input_signature=[test_spec, tf.TensorSpec([None], tf.int32)])
+        def evaluate_batch(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            traces["evaluate"] += 1
+            logits = model(x, training=False)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
+            return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(correct, tf.int32))
+
+        self.train_chunk = train_chunk
+        self.update_step = update_step
+        self.evaluate_batch = evaluate_batch
+
+
 def train_sample(
     model_name: str,
     settings: dict[str, Any],
@@ -202,60 +314,13 @@ def train_sample(
     history = HistoryBuilder()
 
     # --- the compiled functions ---------------------------------------------------------------
-    traces = {"train_chunk": 0, "update_step": 0, "evaluate": 0}
-
-    def loss_and_accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        loss = tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        )
-        correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
-        return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
-
-    index_spec = tf.TensorSpec([None, batch_size], tf.int32)
-
-    @tf.function(input_signature=[index_spec])
-    def train_chunk(batch_indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        traces["train_chunk"] += 1
-        n = tf.shape(batch_indices)[0]
-        losses = tf.TensorArray(tf.float32, size=n)
-        accuracies = tf.TensorArray(tf.float32, size=n)
-        for i in tf.range(n):
-            indices = batch_indices[i]
-            x = tf.gather(x_train, indices)
-            y = tf.gather(y_train, indices)
-            with tf.GradientTape() as tape:
-                loss, accuracy = loss_and_accuracy(model(x, training=True), y)
-            optimizer.apply(tape.gradient(loss, trainable))
-            losses = losses.write(i, loss)
-            accuracies = accuracies.write(i, accuracy)
-        return losses.stack(), accuracies.stack()
-
-    @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.int32)])
-    def update_step(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
-        traces["update_step"] += 1
-        x = tf.gather(x_train, indices)
-        y = tf.gather(y_train, indices)
-        capture: list[Any] = []
-        with tf.GradientTape() as tape:
-            loss, accuracy = loss_and_accuracy(model(x, training=True, capture=capture), y)
-        pre_bias = [c.pre_bias for c in capture]
-        gradients = tape.gradient(loss, trainable + pre_bias)
-        optimizer.apply(gradients[: len(trainable)])
-        dense = [
-            c.layer.dense_grad(c.x, dy)
-            for c, dy in zip(capture, gradients[len(trainable) :], strict=True)
-        ]
-        return loss, accuracy, dense
-
-    test_spec = tf.TensorSpec([None, *x_test.shape[1:]], tf.uint8)
-
-    @tf.function(input_signature=[test_spec, tf.TensorSpec([None], tf.int32)])
-    def evaluate_batch(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        traces["evaluate"] += 1
-        logits = model(x, training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
-        return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(correct, tf.int32))
+    steps = StepFunctions(model, optimizer, x_train, y_train, batch_size, x_test.shape[1:])
+    train_chunk, update_step, evaluate_batch = (
+        steps.train_chunk,
+        steps.update_step,
+        steps.evaluate_batch,
+    )
+    traces = steps.traces
 
     def evaluate() -> tuple[float, float]:
         total_loss = 0.0
@@ -346,23 +411,9 @@ def train_sample(
         fraction = rigl.cosine_schedule(t, total_updates, **schedule)
         host.pruned_fraction = prune_ratio * fraction if dynamic else 0.0
         if dynamic:
-            for i, layer in enumerate(sparse_layers):
-                rows, cols, values = layer.pattern()
-                update = rigl.update_pattern(
-                    rows,
-                    cols,
-                    values,
-                    grid_shape=layer.grid_shape,
-                    block_size=layer.block_size,
-                    k=rigl.prune_count(layer.nnz, prune_ratio, fraction),
-                    method=method,
-                    dense_grad=None if dense_grads is None else dense_grads[i],
-                    rng=regrow_rng,
-                )
-                if update.changed:
-                    layer.assign_pattern(update.rows, update.cols, update.gather(values))
-                    optimizer.relayout(layer.values, update.gather)
-                assert len(layer.rows.numpy()) == layer.nnz, "the non-zero count changed"
+            update_layers(
+                sparse_layers, optimizer, dense_grads, fraction, prune_ratio, method, regrow_rng
+            )
         host.regrow_rng_state = regrow_rng.bit_generator.state
         records.add(t, host.step, {layer.layer_name: layer.pattern() for layer in sparse_layers})
         board_scalars(host.step, {"pruned_fraction": host.pruned_fraction, **density_scalars()})

@@ -1,0 +1,188 @@
+"""Training speed of the default models, sparse (native ops) beside dense, on synthetic data.
+
+For each case: the ordinary training step (ms per batch and samples/s, measured inside the same
+chunked `tf.function` as training), the RigL update step (training step plus every sparse layer's
+dense gradient), and the host-side prune-and-regrow with its optimizer-slot re-layout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dynsparse.tfsetup import configure_tensorflow
+
+CSV_COLUMNS = (
+    "model",
+    "case",
+    "sparsity",
+    "block_size",
+    "pooling",
+    "batch_size",
+    "threads",
+    "steps",
+    "step_ms",
+    "samples_per_second",
+    "speedup_vs_dense",
+    "update_step_ms",
+    "host_update_ms",
+    "nonzero_weights",
+    "dense_weights",
+)
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    model: str
+    name: str
+    changes: dict[str, Any]
+
+
+DEFAULT_CASES = (
+    BenchCase("fc", "dense", {"densities": [1.0, 1.0]}),
+    BenchCase("fc", "sparse_0.1_0.3", {"densities": [0.1, 0.3], "block_size": 1}),
+    BenchCase(
+        "fc", "sparse_0.1_0.3_b16", {"densities": [0.1, 0.3], "block_size": 16, "pooling": "SUM"}
+    ),
+    BenchCase("transformer", "dense", {"sparsity": 0.0}),
+    BenchCase("transformer", "sparse_0.9", {"sparsity": 0.9, "block_size": 1}),
+    BenchCase("transformer", "sparse_0.5_b8", {"sparsity": 0.5, "block_size": 8, "pooling": "SUM"}),
+)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def bench_case(
+    case: BenchCase, base_settings: dict[str, Any], steps: int, n_images: int = 2048
+) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from dynsparse.layers import make_optimizer
+    from dynsparse.models import build_model
+    from dynsparse.train import StepFunctions, update_layers
+
+    settings = {**base_settings, **case.changes}
+    batch_size = int(settings["batch_size"])
+    model = build_model(case.model, settings, tf.random.Generator.from_seed(int(settings["seed"])))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n_images, 28, 28), dtype=np.uint8)
+    x_train = tf.constant(model.prepare(images))
+    y_train = tf.constant(rng.integers(0, 10, size=n_images).astype(np.int32))
+    trainable = list(model.trainable_variables)
+    optimizer = make_optimizer(settings["optimizer"], trainable, dict(settings["optimizer_args"]))
+    optimizer.learning_rate.assign(1e-4)
+    functions = StepFunctions(
+        model, optimizer, x_train, y_train, batch_size, tuple(x_train.shape[1:])
+    )
+    batches = rng.integers(0, n_images, size=(steps, batch_size)).astype(np.int32)
+
+    functions.train_chunk(batches[:2])  # trace and warm up
+    start = time.perf_counter()
+    losses, _ = functions.train_chunk(batches)
+    losses.numpy()
+    step_seconds = (time.perf_counter() - start) / steps
+
+    update_ms = host_ms = float("nan")
+    sparse_layers = model.sparse_layers
+    if sparse_layers:
+        functions.update_step(batches[0])
+        repeats = 3
+        start = time.perf_counter()
+        for i in range(repeats):
+            _, _, dense = functions.update_step(batches[i])
+            dense_grads = [g.numpy() for g in dense]
+        update_ms = (time.perf_counter() - start) / repeats * 1000
+        start = time.perf_counter()
+        update_layers(
+            sparse_layers,
+            optimizer,
+            dense_grads,
+            1.0,
+            float(settings["prune_ratio"]),
+            "rigl",
+            np.random.default_rng(1),
+        )
+        host_ms = (time.perf_counter() - start) * 1000
+
+    nonzero = sum(layer.nnz * layer.block_size**2 for layer in sparse_layers)
+    nonzero += sum(layer.n_in * layer.n_out for layer in model.layers if layer not in sparse_layers)
+    dense_weights = sum(layer.n_in * layer.n_out for layer in model.layers)
+    sparsity = (
+        settings["sparsity"] if case.model == "transformer" else 1.0 - nonzero / dense_weights
+    )
+    return {
+        "model": case.model,
+        "case": case.name,
+        "sparsity": round(float(sparsity), 4),
+        "block_size": int(settings["block_size"]) if sparse_layers else 1,
+        "pooling": settings["pooling"] if sparse_layers else "",
+        "batch_size": batch_size,
+        "steps": steps,
+        "step_ms": step_seconds * 1000,
+        "samples_per_second": batch_size / step_seconds,
+        "update_step_ms": update_ms,
+        "host_update_ms": host_ms,
+        "nonzero_weights": int(nonzero),
+        "dense_weights": int(dense_weights),
+    }
+
+
+def bench_training(
+    ops_path: str,
+    threads: int,
+    settings: dict[str, dict[str, Any]],
+    log: Callable[[str], None] = print,
+    *,
+    steps: dict[str, int] | None = None,
+    cases: tuple[BenchCase, ...] = DEFAULT_CASES,
+) -> list[dict[str, Any]]:
+    """Benchmark every case; `settings[model]` are the model's resolved defaults."""
+    threads = max(1, min(threads, available_cores()))
+    configure_tensorflow(threads)
+    from dynsparse import ops
+
+    ops.load_ops(ops_path)
+    steps = {"fc": 400, "transformer": 40, **(steps or {})}
+    rows: list[dict[str, Any]] = []
+    for case in cases:
+        row = bench_case(case, settings[case.model], steps[case.model])
+        row["threads"] = threads
+        rows.append(row)
+        log(
+            f"{case.model} {case.name}: {row['step_ms']:.2f} ms/step, "
+            f"{row['samples_per_second']:.0f} samples/s, update step {row['update_step_ms']:.1f} "
+            f"ms, host update {row['host_update_ms']:.1f} ms"
+        )
+    for row in rows:
+        dense = [r for r in rows if r["model"] == row["model"] and r["case"] == "dense"]
+        row["speedup_vs_dense"] = (
+            row["samples_per_second"] / dense[0]["samples_per_second"] if dense else float("nan")
+        )
+    return rows
+
+
+def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    from dynsparse.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    key: (f"{value:.4g}" if isinstance(value, float) else value)
+                    for key, value in row.items()
+                }
+            )
