@@ -5,6 +5,8 @@ The exhaustive numeric comparison lives in the self-test (tests/test_selftest.py
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +146,48 @@ def test_build_without_compiler_says_how_to_install(
     monkeypatch.setattr(build.shutil, "which", lambda name: None)
     with pytest.raises(build.CompilerNotFoundError, match="apt-get install g\\+\\+"):
         build.build_ops([tmp_path / "a.cc"], tmp_path / "lib.so", "-O2", log=lambda line: None)
+
+
+THREADS_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+library, threads, workflow_dir, output = sys.argv[1:5]
+tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+sys.path.insert(0, workflow_dir)
+from dynsparse import ops
+
+ops.load_ops(library)
+rng = np.random.default_rng(0)
+results = {}
+for bs, n_in, n_out, nnz in ((1, 512, 1024, 150_000), (16, 512, 1024, 600)):
+    flat = rng.choice((n_in // bs) * (n_out // bs), size=nnz, replace=False)
+    rows = (flat // (n_out // bs)).astype(np.int32)
+    cols = (flat % (n_out // bs)).astype(np.int32)
+    values = tf.constant(rng.standard_normal((nnz, bs, bs)).astype(np.float32))
+    x = tf.constant(rng.standard_normal((200, n_in)).astype(np.float32))
+    dy = tf.constant(rng.standard_normal((200, n_out)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch([x, values])
+        y = ops.bsmm(x, values, rows, cols, n_out=n_out)
+    dx, dvalues = tape.gradient(y, [x, values], output_gradients=dy)
+    grad = ops.bsmm_dense_grad(x, dy, block_size=bs, pooling="MAX")
+    for name, tensor in (("y", y), ("dx", dx), ("dvalues", dvalues), ("grad", grad)):
+        results[f"{name}_bs{bs}"] = tensor.numpy()
+np.savez(output, **results)
+"""
+
+
+def test_results_do_not_depend_on_the_thread_count(ops_library: Path, tmp_path: Path) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(THREADS_SCRIPT)
+    workflow_dir = Path(ops.__file__).resolve().parents[1]
+    outputs = {}
+    for threads in (1, 4):
+        output = tmp_path / f"threads{threads}.npz"
+        command = [sys.executable, str(script), str(ops_library), str(threads)]
+        subprocess.run([*command, str(workflow_dir), str(output)], check=True, capture_output=True)
+        outputs[threads] = np.load(output)
+    for name in outputs[1].files:
+        np.testing.assert_array_equal(outputs[1][name], outputs[4][name], err_msg=name)
