@@ -395,20 +395,36 @@ class BsmmDenseGradOp : public OpKernel {
     const Pooling pooling = pooling_;
     ParallelUnits(ctx, tiles_i * tiles_j, m * kTile * kTile / 8, [&](int64_t begin, int64_t end) {
       alignas(64) T buf[kTile * kTile];
+      // The tile's strips of x and dy, contiguous: the micro-kernel streams them once per
+      // 6 x 16 sub-tile, and strided rows would each cost a TLB entry.
+      std::unique_ptr<T[]> x_strip(new T[m * kTile]);
+      std::unique_ptr<T[]> dy_strip(new T[m * kTile]);
+      int64_t packed_i0 = -1;
       for (int64_t t = begin; t < end; ++t) {
         const int64_t i0 = (t / tiles_j) * kTile;
         const int64_t j0 = (t % tiles_j) * kTile;
         const int64_t ni = std::min(kTile, n_in - i0);
         const int64_t nj = std::min(kTile, n_out - j0);
+        if (i0 != packed_i0) {
+          for (int64_t r = 0; r < m; ++r) {
+            std::memcpy(x_strip.get() + r * kTile, xd + r * n_in + i0, ni * sizeof(T));
+          }
+          packed_i0 = i0;
+        }
+        for (int64_t r = 0; r < m; ++r) {
+          std::memcpy(dy_strip.get() + r * kTile, dyd + r * n_out + j0, nj * sizeof(T));
+        }
+        const T* xs = x_strip.get();
+        const T* ys = dy_strip.get();
         if (pooling == Pooling::kNone) {
           T* out = gd + i0 * n_out + j0;
-          OuterBlock<T>(xd + i0, n_in, dyd + j0, n_out, m, ni, nj, out, n_out);
+          OuterBlock<T>(xs, kTile, ys, kTile, m, ni, nj, out, n_out);
           for (int64_t i = 0; i < ni; ++i) {
             for (int64_t j = 0; j < nj; ++j) out[i * n_out + j] = std::abs(out[i * n_out + j]);
           }
           continue;
         }
-        OuterBlock<T>(xd + i0, n_in, dyd + j0, n_out, m, ni, nj, buf, kTile);
+        OuterBlock<T>(xs, kTile, ys, kTile, m, ni, nj, buf, kTile);
         for (int64_t bi = 0; bi < ni / bs; ++bi) {
           for (int64_t bj = 0; bj < nj / bs; ++bj) {
             T acc = T(0);
