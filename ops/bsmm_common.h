@@ -603,6 +603,78 @@ void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t*
   }
 }
 
+// Block size 4 in batch chunks: the forward (and input-gradient) micro-kernel of the panels
+// would use 4-wide vectors; here the batch is the vector dimension instead. For one output block
+// of 4 columns and SV vectors of batch rows,
+//   acc[j] = sum over the group's blocks b, i < 4 of w[b][i][j] * in_t[other * 4 + i, rows]
+// (4 x SV accumulators, each block row loaded once for 4 columns).
+template <typename T, int SV>
+inline void Block4Chunk(const T* chunk, int64_t stride, const int32_t* blocks,
+                        const int32_t* panels, int64_t n, const T* w, T* out) {
+  constexpr int L = NativeLanes<T>();
+  using V = Vec<T, L>;
+  V acc[4][SV];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 2
+    for (int v = 0; v < SV; ++v) acc[j][v] = V{};
+  }
+  for (int64_t p = 0; p < n; ++p) {
+    const T* wb = w + static_cast<int64_t>(blocks[p]) * 16;
+    const T* x = chunk + static_cast<int64_t>(panels[p]) * 4 * stride;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      V xv[SV];
+#pragma GCC unroll 2
+      for (int v = 0; v < SV; ++v) xv[v] = Load<V>(x + i * stride + v * L);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const T wij = wb[i * 4 + j];
+#pragma GCC unroll 2
+        for (int v = 0; v < SV; ++v) acc[j][v] += wij * xv[v];
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 2
+    for (int v = 0; v < SV; ++v) Store(out + j * SV * L + v * L, acc[j][v]);
+  }
+}
+
+// Output block-columns [unit_begin, unit_end) of out [m, ld_out] for block size 4, from the input
+// packed as BatchChunks; groups/w as for BlockRowProduct. Chunks outermost, as in SparseColumns.
+template <typename T>
+void Block4Columns(const T* packed, const BatchChunks<T>& layout, const int32_t* ptr,
+                   const int32_t* order, const int32_t* other, const T* w, int64_t unit_begin,
+                   int64_t unit_end, T* out, int64_t ld_out) {
+  constexpr int L = NativeLanes<T>();
+  alignas(64) T buf[4 * 2 * L];
+  for (int64_t c = 0; c < layout.count(); ++c) {
+    const T* chunk = packed + layout.offset(c);
+    const int64_t stride = layout.padded(c);
+    const int64_t rows = layout.rows(c);
+    const int64_t m0 = c * BatchChunks<T>::kChunk;
+    for (int64_t u = unit_begin; u < unit_end; ++u) {
+      const int32_t p0 = ptr[u];
+      const int64_t n = ptr[u + 1] - p0;
+      for (int64_t s0 = 0; s0 < rows; s0 += 2 * L) {
+        const int sv = stride - s0 >= 2 * L ? 2 : 1;
+        if (sv == 2) {
+          Block4Chunk<T, 2>(chunk + s0, stride, order + p0, other + p0, n, w, buf);
+        } else {
+          Block4Chunk<T, 1>(chunk + s0, stride, order + p0, other + p0, n, w, buf);
+        }
+        const int64_t width = std::min<int64_t>(sv * L, rows - s0);
+        for (int64_t t = 0; t < width; ++t) {
+          T* dst = out + (m0 + s0 + t) * ld_out + u * 4;
+          for (int j = 0; j < 4; ++j) dst[j] = buf[j * sv * L + t];
+        }
+      }
+    }
+  }
+}
+
 // Dot products of one row slice `xk` (NV vectors, kept in registers) with several rows of a
 // chunk: out[p] = <xk, chunk[other[p] * stride : +NV*L]>.
 template <typename T, int NV>

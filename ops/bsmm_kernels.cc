@@ -8,7 +8,9 @@
 // - forward, bs = 1: x is packed transposed in batch chunks of 64 rows ([n_in, 64] each), so a
 //   column's non-zero is an AXPY over contiguous vectors; one unit per 16 output columns, chunks
 //   outermost;
-// - input gradient: the same two kernels on dy with blocks grouped by row and values^T;
+// - forward, bs = 4: the batch-chunk layout of bs = 1 with 4 x 2 vector accumulators per output
+//   block (the panel kernel would only use 4-wide vectors);
+// - input gradient: the same kernels on dy with blocks grouped by row and values^T;
 // - values gradient: one unit per non-zero block ([bs, M] x [M, bs] from the two panels), in row
 //   order; bs = 1: dot products of the chunked x and dy, one unit per input row;
 // - dense gradient: one unit per 64 x 64 output tile, pooled inside the tile.
@@ -109,6 +111,23 @@ absl::Status BlockMatmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t i
   return absl::OkStatus();
 }
 
+// Block size 4: the batch-chunk kernel (see Block4Columns).
+template <typename T>
+absl::Status Block4Matmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
+                          const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
+  const BatchChunks<T> layout{m, in_width};
+  Tensor packed;
+  TF_RETURN_IF_ERROR(Chunks<T>(ctx, in, layout, &packed));
+  const T* packed_data = packed.flat<T>().data();
+  const int64_t units = groups.keys();
+  const int64_t cost = m * 16 * (1 + groups.size() / std::max<int64_t>(units, 1)) / 4;
+  ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
+    Block4Columns<T>(packed_data, layout, groups.ptr.get(), groups.order.get(),
+                     groups.other.get(), w, begin, end, out, out_width);
+  });
+  return absl::OkStatus();
+}
+
 template <typename T>
 absl::Status SparseMatmul(OpKernelContext* ctx, int64_t bs, const T* in, int64_t m,
                           int64_t in_width, const BlockGroups& groups, const T* w, T* out,
@@ -117,7 +136,7 @@ absl::Status SparseMatmul(OpKernelContext* ctx, int64_t bs, const T* in, int64_t
     case 1:
       return ElementProduct<T>(ctx, in, m, in_width, groups, w, out, out_width);
     case 4:
-      return BlockMatmul<T, 4>(ctx, in, m, in_width, groups, w, out, out_width);
+      return Block4Matmul<T>(ctx, in, m, in_width, groups, w, out, out_width);
     case 8:
       return BlockMatmul<T, 8>(ctx, in, m, in_width, groups, w, out, out_width);
     default:
