@@ -36,6 +36,17 @@ namespace dynsparse {
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 
+// Raw element pointers. Not flat<T>(): that CHECKs 64-byte alignment and would abort the process
+// on an unaligned slice; the kernels only use unaligned loads. Dtypes are fixed by registration.
+template <typename T>
+inline const T* Data(const Tensor& t) {
+  return reinterpret_cast<const T*>(t.tensor_data().data());
+}
+template <typename T>
+inline T* MutableData(Tensor* t) {
+  return reinterpret_cast<T*>(const_cast<char*>(t->tensor_data().data()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Threading. A unit owns a fixed part of the output; shards only group consecutive units.
 
@@ -323,7 +334,9 @@ struct BatchChunks {
   int64_t rows(int64_t c) const { return std::min(kChunk, m - c * kChunk); }
   int64_t padded(int64_t c) const { return (rows(c) + kLanes - 1) / kLanes * kLanes; }
   int64_t offset(int64_t c) const { return c * kChunk * width; }
-  int64_t size() const { return count() == 0 ? 0 : offset(count() - 1) + width * padded(count() - 1); }
+  int64_t size() const {
+    return count() == 0 ? 0 : offset(count() - 1) + width * padded(count() - 1);
+  }
 };
 
 // dst[c * ld_dst + r] = src[r * ld_src + c] for an 8 x 8 tile.
@@ -496,8 +509,9 @@ void BlockRowProduct(const T* in, int64_t panel_stride, int64_t ld, int64_t m0, 
 constexpr int64_t kPrefetchAhead = 8;
 
 template <typename T, int kWidth>
-__attribute__((always_inline)) inline void PrefetchRows(const T* chunk, int64_t stride, const int32_t* other, int64_t p,
-                         int64_t n) {
+__attribute__((always_inline)) inline void PrefetchRows(const T* chunk, int64_t stride,
+                                                        const int32_t* other, int64_t p,
+                                                        int64_t n) {
   if (p >= n) return;
   const char* row = reinterpret_cast<const char*>(chunk + other[p] * stride);
   for (int64_t byte = 0; byte < kWidth * static_cast<int64_t>(sizeof(T)); byte += 64) {

@@ -34,13 +34,13 @@ absl::Status AllocateTemp(OpKernelContext* ctx, int64_t size, Tensor* out) {
   return ctx->allocate_temp(DataTypeToEnum<T>::value, TensorShape({size}), out);
 }
 
-// ---- block sizes 4, 8, 16 ---------------------------------------------------------------------
+// ---- panels: forward and input gradient for block sizes 8, 16; values gradient for 4, 8, 16 ----
 
 // x [m, width] as panels [width/B, m, B].
 template <typename T, int B>
 absl::Status Panels(OpKernelContext* ctx, const T* x, int64_t m, int64_t width, Tensor* out) {
   TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, m * width, out));
-  PackPanels<T>(ctx, x, m, width, B, out->flat<T>().data());
+  PackPanels<T>(ctx, x, m, width, B, MutableData<T>(out));
   return absl::OkStatus();
 }
 
@@ -66,12 +66,12 @@ void BlockProduct(OpKernelContext* ctx, const T* panels, int64_t m, const BlockG
   });
 }
 
-// ---- block size 1 -----------------------------------------------------------------------------
+// ---- batch chunks: block sizes 1 and 4 --------------------------------------------------------
 
 template <typename T>
 absl::Status Chunks(OpKernelContext* ctx, const T* x, const BatchChunks<T>& layout, Tensor* out) {
   TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, layout.size(), out));
-  PackBatchChunks<T>(ctx, x, layout, out->flat<T>().data());
+  PackBatchChunks<T>(ctx, x, layout, MutableData<T>(out));
   return absl::OkStatus();
 }
 
@@ -85,7 +85,7 @@ absl::Status ElementProduct(OpKernelContext* ctx, const T* in, int64_t m, int64_
   const BatchChunks<T> layout{m, in_width};
   Tensor packed;
   TF_RETURN_IF_ERROR(Chunks<T>(ctx, in, layout, &packed));
-  const T* packed_data = packed.flat<T>().data();
+  const T* packed_data = Data<T>(packed);
   std::unique_ptr<T[]> weight(new T[std::max<int64_t>(groups.size(), 1)]);
   const int64_t units = (out_width + kColumns - 1) / kColumns;
   const int64_t cost =
@@ -100,14 +100,14 @@ absl::Status ElementProduct(OpKernelContext* ctx, const T* in, int64_t m, int64_
   return absl::OkStatus();
 }
 
-// Both kernels of a block size, for the forward op (groups by column, w = values) and the input
-// gradient (groups by row, w = values^T).
+// Block sizes 8 and 16, for the forward op (groups by column, w = values) and the input gradient
+// (groups by row, w = values^T).
 template <typename T, int B>
 absl::Status BlockMatmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
                          const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
   Tensor panels;
   TF_RETURN_IF_ERROR((Panels<T, B>(ctx, in, m, in_width, &panels)));
-  BlockProduct<T, B>(ctx, panels.flat<T>().data(), m, groups, w, out, out_width);
+  BlockProduct<T, B>(ctx, Data<T>(panels), m, groups, w, out, out_width);
   return absl::OkStatus();
 }
 
@@ -118,7 +118,7 @@ absl::Status Block4Matmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t 
   const BatchChunks<T> layout{m, in_width};
   Tensor packed;
   TF_RETURN_IF_ERROR(Chunks<T>(ctx, in, layout, &packed));
-  const T* packed_data = packed.flat<T>().data();
+  const T* packed_data = Data<T>(packed);
   const int64_t units = groups.keys();
   const int64_t cost = m * 16 * (1 + groups.size() / std::max<int64_t>(units, 1)) / 4;
   ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
@@ -165,14 +165,14 @@ class BsmmForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out", n_out_, bs_));
     BlockGroups by_col;
-    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows.flat<int32_t>().data(),
-                                    cols.flat<int32_t>().data(), rows.dim_size(0), n_in / bs_,
-                                    n_out_ / bs_, n_in, n_out_, bs_, /*by_row=*/false, &by_col));
+    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
+                                    rows.dim_size(0), n_in / bs_, n_out_ / bs_, n_in, n_out_, bs_,
+                                    /*by_row=*/false, &by_col));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, n_out_}), &y));
     if (m == 0 || n_out_ == 0) return;
-    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, x.flat<T>().data(), m, n_in, by_col,
-                                        values.flat<T>().data(), y->flat<T>().data(), n_out_));
+    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, Data<T>(x), m, n_in, by_col, Data<T>(values),
+                                        MutableData<T>(y), n_out_));
   }
 
  private:
@@ -187,8 +187,8 @@ absl::Status TransposedBlocks(OpKernelContext* ctx, const Tensor& values, int64_
                               Tensor* out) {
   const int64_t nnz = values.dim_size(0);
   TF_RETURN_IF_ERROR(ctx->allocate_temp(DataTypeToEnum<T>::value, values.shape(), out));
-  const T* src = values.flat<T>().data();
-  T* dst = out->flat<T>().data();
+  const T* src = Data<T>(values);
+  T* dst = MutableData<T>(out);
   ParallelUnits(ctx, nnz, bs * bs * 2, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* s = src + b * bs * bs;
@@ -222,20 +222,20 @@ class BsmmInputGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in", n_in_, bs_));
     BlockGroups by_row;
-    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows.flat<int32_t>().data(),
-                                    cols.flat<int32_t>().data(), rows.dim_size(0), n_in_ / bs_,
-                                    n_out / bs_, n_in_, n_out, bs_, /*by_row=*/true, &by_row));
+    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
+                                    rows.dim_size(0), n_in_ / bs_, n_out / bs_, n_in_, n_out, bs_,
+                                    /*by_row=*/true, &by_row));
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, n_in_}), &dx));
     if (m == 0 || n_in_ == 0) return;
-    const T* w = values.flat<T>().data();
+    const T* w = Data<T>(values);
     Tensor values_t;
     if (bs_ > 1) {
       OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
-      w = values_t.flat<T>().data();
+      w = Data<T>(values_t);
     }
-    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, dy.flat<T>().data(), m, n_out, by_row, w,
-                                        dx->flat<T>().data(), n_in_));
+    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, Data<T>(dy), m, n_out, by_row, w,
+                                        MutableData<T>(dx), n_in_));
   }
 
  private:
@@ -251,8 +251,8 @@ absl::Status ValuesGradBlocks(OpKernelContext* ctx, const T* x, int64_t m, int64
   Tensor x_panels, dy_panels;
   TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, m, n_in, &x_panels)));
   TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, m, n_out, &dy_panels)));
-  const T* xp = x_panels.flat<T>().data();
-  const T* dyp = dy_panels.flat<T>().data();
+  const T* xp = Data<T>(x_panels);
+  const T* dyp = Data<T>(dy_panels);
   ParallelUnits(ctx, by_row.size(), m * B * B / 8, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t b = by_row.order[p];
@@ -273,8 +273,8 @@ absl::Status ValuesGradElements(OpKernelContext* ctx, const T* x, int64_t m, int
   Tensor x_chunks, dy_chunks;
   TF_RETURN_IF_ERROR(Chunks<T>(ctx, x, x_layout, &x_chunks));
   TF_RETURN_IF_ERROR(Chunks<T>(ctx, dy, dy_layout, &dy_chunks));
-  const T* xc = x_chunks.flat<T>().data();
-  const T* dyc = dy_chunks.flat<T>().data();
+  const T* xc = Data<T>(x_chunks);
+  const T* dyc = Data<T>(dy_chunks);
   const int64_t cost = (m + 8) * (1 + by_row.size() / std::max<int64_t>(n_in, 1)) / 2;
   // Unit: an input row; its entries are summed chunk by chunk in chunk order.
   ParallelUnits(ctx, n_in, cost, [&](int64_t begin, int64_t end) {
@@ -324,21 +324,21 @@ class BsmmValuesGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
     const int64_t nnz = rows.dim_size(0);
-    const int32_t* rows_data = rows.flat<int32_t>().data();
+    const int32_t* rows_data = Data<int32_t>(rows);
     BlockGroups by_row;
-    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows_data, cols.flat<int32_t>().data(), nnz,
+    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows_data, Data<int32_t>(cols), nnz,
                                     n_in / bs_, n_out / bs_, n_in, n_out, bs_, /*by_row=*/true,
                                     &by_row));
     Tensor* dvalues = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({nnz, bs_, bs_}), &dvalues));
-    T* dv = dvalues->flat<T>().data();
+    T* dv = MutableData<T>(dvalues);
     if (nnz == 0) return;
     if (m == 0) {
       std::fill_n(dv, nnz * bs_ * bs_, T(0));
       return;
     }
-    const T* xd = x.flat<T>().data();
-    const T* dyd = dy.flat<T>().data();
+    const T* xd = Data<T>(x);
+    const T* dyd = Data<T>(dy);
     switch (bs_) {
       case 1:
         OP_REQUIRES_OK(ctx, ValuesGradElements<T>(ctx, xd, m, n_in, dyd, n_out, by_row, dv));
@@ -405,9 +405,9 @@ class BsmmDenseGradOp : public OpKernel {
     Tensor* grad = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({out_rows, out_cols}), &grad));
     if (n_in == 0 || n_out == 0) return;
-    const T* xd = x.flat<T>().data();
-    const T* dyd = dy.flat<T>().data();
-    T* gd = grad->flat<T>().data();
+    const T* xd = Data<T>(x);
+    const T* dyd = Data<T>(dy);
+    T* gd = MutableData<T>(grad);
     const int64_t tiles_i = (n_in + kTile - 1) / kTile;
     const int64_t tiles_j = (n_out + kTile - 1) / kTile;
     const int64_t bs = bs_;

@@ -191,3 +191,14 @@ def test_results_do_not_depend_on_the_thread_count(ops_library: Path, tmp_path: 
         outputs[threads] = np.load(output)
     for name in outputs[1].files:
         np.testing.assert_array_equal(outputs[1][name], outputs[4][name], err_msg=name)
+
+
+def test_sliced_inputs(ops_library: Path) -> None:
+    """Slices may share (and offset) their parent's buffer; the kernels accept any alignment."""
+    rng = np.random.default_rng(6)
+    values, rows, cols = random_pattern(rng, 13, 10, 1, nnz=40)
+    parent = tf.constant(rng.standard_normal((11, 13)).astype(np.float32))
+    dense = ops.dense_from_blocks(values, rows, cols, (13, 10))
+    for x in (parent[1:], tf.split(parent, [3, 8])[1], tf.unstack(parent)[3][tf.newaxis]):
+        y = ops.bsmm(x, values, rows, cols, n_out=10)
+        np.testing.assert_allclose(y.numpy(), x.numpy() @ dense, rtol=1e-5, atol=1e-5)
