@@ -15,9 +15,7 @@ tf = pytest.importorskip("tensorflow")
 @pytest.fixture(scope="module")
 def loaded_ops(ops_library: str):
     from dynsparse import ops
-    from dynsparse.tfsetup import configure_tensorflow
 
-    configure_tensorflow(1)
     ops.load_ops(ops_library)
     return ops
 

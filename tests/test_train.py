@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,9 @@ from dynsparse.records import HistoryBuilder, Records, RecordsBuilder, SparseLay
 from dynsparse.train import epoch_order, training_subset, update_batches
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
+# In-process runs share one TensorFlow runtime, already started by earlier tests: its thread pools
+# cannot follow `threads` any more. Runs compared bitwise use fresh processes instead.
+pytestmark = pytest.mark.filterwarnings("ignore:(thread pools not set|TensorFlow already runs)")
 TIMING_KEYS = {"step_time", "train_seconds"}
 
 
@@ -190,10 +192,45 @@ def _assert_same_results(a: Path, b: Path) -> None:
     assert summary_a["final_test_accuracy"] == summary_b["final_test_accuracy"]
 
 
+_RUNNER = """
+import os, signal, sys
+sys.path.insert(0, {workflow!r})
+from dynsparse.train import train_sample
+
+def kill_in_second_epoch(kind, epoch, step):
+    if {kill!r} and kind == "chunk" and epoch == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+with open({log!r}, "w") as log:
+    train_sample(
+        "fc", {settings!r}, {mnist!r}, {ops!r}, {out!r}, 1, log, on_event=kill_in_second_epoch
+    )
+"""
+
+
+def _train_in_subprocess(
+    settings: dict[str, Any], mnist: Path, ops: str, out: Path, kill: bool = False
+) -> int:
+    """Train in a fresh process with one thread, as the pipeline does; returns the exit status.
+
+    Runs compared bitwise all happen this way, so they share one TensorFlow configuration.
+    """
+    script = _RUNNER.format(
+        workflow=str(WORKFLOW),
+        kill=kill,
+        log=str(out.parent / f"{out.name}{'-killed' if kill else ''}.log"),
+        settings=settings,
+        mnist=str(mnist),
+        ops=str(ops),
+        out=str(out),
+    )
+    return subprocess.run([sys.executable, "-c", script], check=False).returncode
+
+
 @pytest.fixture(scope="module")
 def fc_run(mnist_file: Path, ops_library: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fc") / "rigl"
-    _train("fc", fc_settings(), mnist_file, ops_library, out)
+    assert _train_in_subprocess(fc_settings(), mnist_file, ops_library, out) == 0
     return out
 
 
@@ -260,46 +297,23 @@ def test_same_seed_gives_identical_results(
     fc_run: Path, mnist_file: Path, ops_library: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "again"
-    _train("fc", fc_settings(), mnist_file, ops_library, out)
+    assert _train_in_subprocess(fc_settings(), mnist_file, ops_library, out) == 0
     _assert_same_results(fc_run, out)
-
-
-_KILLER = """
-import os, signal, sys
-sys.path.insert(0, {workflow!r})
-from dynsparse.train import train_sample
-settings = {settings!r}
-
-def kill_in_second_epoch(kind, epoch, step):
-    if kind == "chunk" and epoch == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-with open({log!r}, "w") as log:
-    train_sample("fc", settings, {mnist!r}, {ops!r}, {out!r}, 1, log, on_event=kill_in_second_epoch)
-"""
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(
     fc_run: Path, mnist_file: Path, ops_library: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "resumed"
-    script = _KILLER.format(
-        workflow=str(WORKFLOW),
-        settings=fc_settings(),
-        log=str(tmp_path / "killed.log"),
-        mnist=str(mnist_file),
-        ops=str(ops_library),
-        out=str(out),
-    )
-    killed = subprocess.run(
-        [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": "0"}, check=False
-    )
-    assert killed.returncode == -9, (tmp_path / "killed.log").read_text()
+    status = _train_in_subprocess(fc_settings(), mnist_file, ops_library, out, kill=True)
+    assert status == -9, (tmp_path / "resumed-killed.log").read_text()
     assert not (out / "summary.json").exists()
     assert list((out / "checkpoints").glob("*/epoch-0001/state.json"))
 
-    summary = _train("fc", fc_settings(), mnist_file, ops_library, out)
+    assert _train_in_subprocess(fc_settings(), mnist_file, ops_library, out) == 0
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_epoch"] == 1
+    assert "resumed from the checkpoint after epoch 1" in (tmp_path / "resumed.log").read_text()
     _assert_same_results(fc_run, out)
 
 
@@ -307,18 +321,11 @@ def test_a_changed_config_does_not_resume(
     mnist_file: Path, ops_library: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "changed"
-    script = _KILLER.format(
-        workflow=str(WORKFLOW),
-        settings=fc_settings(),
-        log=str(tmp_path / "killed.log"),
-        mnist=str(mnist_file),
-        ops=str(ops_library),
-        out=str(out),
-    )
-    subprocess.run([sys.executable, "-c", script], check=False)
+    assert _train_in_subprocess(fc_settings(), mnist_file, ops_library, out, kill=True) == -9
     assert list((out / "checkpoints").glob("*/epoch-0001/state.json"))
     summary = _train("fc", fc_settings(epochs=1), mnist_file, ops_library, out)
     assert summary["resumed_from_epoch"] is None
+    assert not (out / "checkpoints").exists()
 
 
 def test_bench_training_measures_every_case(ops_library: str, tmp_path: Path) -> None:
