@@ -17,6 +17,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -241,6 +242,56 @@ inline absl::Status GroupBlocks(OpKernelContext* ctx, const char* op, const int3
   }
   return absl::OkStatus();
 }
+
+// The groups of the last pattern a kernel saw. RigL changes a layer's pattern only on update
+// steps, so most calls find the same rows and cols: comparing them (a memcmp) is much cheaper than
+// checking and sorting again. The cache holds a copy of the coordinates and immutable groups
+// behind a mutex (Compute may run concurrently on one kernel); a hit returns the same groups a
+// miss would build, so results do not depend on it.
+class GroupCache {
+ public:
+  absl::Status Get(OpKernelContext* ctx, const char* op, const int32_t* rows, const int32_t* cols,
+                   int64_t nnz, int64_t n_block_rows, int64_t n_block_cols, int64_t n_in,
+                   int64_t n_out, int64_t bs, bool by_row,
+                   std::shared_ptr<const BlockGroups>* groups) {
+    const Key key{n_block_rows, n_block_cols, n_in, n_out, bs, by_row};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (groups_ != nullptr && key == key_ && static_cast<int64_t>(rows_.size()) == nnz &&
+          std::equal(rows, rows + nnz, rows_.begin()) &&
+          std::equal(cols, cols + nnz, cols_.begin())) {
+        *groups = groups_;
+        return absl::OkStatus();
+      }
+    }
+    auto built = std::make_shared<BlockGroups>();
+    TF_RETURN_IF_ERROR(GroupBlocks(ctx, op, rows, cols, nnz, n_block_rows, n_block_cols, n_in,
+                                   n_out, bs, by_row, built.get()));
+    std::lock_guard<std::mutex> lock(mu_);
+    key_ = key;
+    rows_.assign(rows, rows + nnz);
+    cols_.assign(cols, cols + nnz);
+    groups_ = built;
+    *groups = std::move(built);
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Key {
+    int64_t n_block_rows = -1, n_block_cols = -1, n_in = -1, n_out = -1, bs = -1;
+    bool by_row = false;
+    bool operator==(const Key& other) const {
+      return n_block_rows == other.n_block_rows && n_block_cols == other.n_block_cols &&
+             n_in == other.n_in && n_out == other.n_out && bs == other.bs &&
+             by_row == other.by_row;
+    }
+  };
+  std::mutex mu_;
+  Key key_;
+  std::vector<int32_t> rows_;
+  std::vector<int32_t> cols_;
+  std::shared_ptr<const BlockGroups> groups_;
+};
 
 // ---------------------------------------------------------------------------------------------
 // SIMD helpers: GCC vector extensions, lowered to whatever the -m flags allow.

@@ -164,14 +164,14 @@ class BsmmForwardOp : public OpKernel {
     const int64_t n_in = x.dim_size(1);
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out", n_out_, bs_));
-    BlockGroups by_col;
-    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
+    std::shared_ptr<const BlockGroups> by_col;
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
                                     rows.dim_size(0), n_in / bs_, n_out_ / bs_, n_in, n_out_, bs_,
                                     /*by_row=*/false, &by_col));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, n_out_}), &y));
     if (m == 0 || n_out_ == 0) return;
-    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, Data<T>(x), m, n_in, by_col, Data<T>(values),
+    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, Data<T>(x), m, n_in, *by_col, Data<T>(values),
                                         MutableData<T>(y), n_out_));
   }
 
@@ -179,6 +179,7 @@ class BsmmForwardOp : public OpKernel {
   static constexpr char kOp[] = "BsmmForward";
   int64_t bs_;
   int64_t n_out_;
+  GroupCache groups_;
 };
 
 // values^T per block, so the input gradient reuses the forward micro-kernel.
@@ -221,8 +222,8 @@ class BsmmInputGradOp : public OpKernel {
     const int64_t n_out = dy.dim_size(1);
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in", n_in_, bs_));
-    BlockGroups by_row;
-    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
+    std::shared_ptr<const BlockGroups> by_row;
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
                                     rows.dim_size(0), n_in_ / bs_, n_out / bs_, n_in_, n_out, bs_,
                                     /*by_row=*/true, &by_row));
     Tensor* dx = nullptr;
@@ -234,7 +235,7 @@ class BsmmInputGradOp : public OpKernel {
       OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
       w = Data<T>(values_t);
     }
-    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, Data<T>(dy), m, n_out, by_row, w,
+    OP_REQUIRES_OK(ctx, SparseMatmul<T>(ctx, bs_, Data<T>(dy), m, n_out, *by_row, w,
                                         MutableData<T>(dx), n_in_));
   }
 
@@ -242,6 +243,7 @@ class BsmmInputGradOp : public OpKernel {
   static constexpr char kOp[] = "BsmmInputGrad";
   int64_t bs_;
   int64_t n_in_;
+  GroupCache groups_;
 };
 
 template <typename T, int B>
@@ -325,10 +327,9 @@ class BsmmValuesGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
     const int64_t nnz = rows.dim_size(0);
     const int32_t* rows_data = Data<int32_t>(rows);
-    BlockGroups by_row;
-    OP_REQUIRES_OK(ctx, GroupBlocks(ctx, kOp, rows_data, Data<int32_t>(cols), nnz,
-                                    n_in / bs_, n_out / bs_, n_in, n_out, bs_, /*by_row=*/true,
-                                    &by_row));
+    std::shared_ptr<const BlockGroups> by_row;
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows_data, Data<int32_t>(cols), nnz, n_in / bs_,
+                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &by_row));
     Tensor* dvalues = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({nnz, bs_, bs_}), &dvalues));
     T* dv = MutableData<T>(dvalues);
@@ -341,18 +342,18 @@ class BsmmValuesGradOp : public OpKernel {
     const T* dyd = Data<T>(dy);
     switch (bs_) {
       case 1:
-        OP_REQUIRES_OK(ctx, ValuesGradElements<T>(ctx, xd, m, n_in, dyd, n_out, by_row, dv));
+        OP_REQUIRES_OK(ctx, ValuesGradElements<T>(ctx, xd, m, n_in, dyd, n_out, *by_row, dv));
         break;
       case 4:
-        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 4>(ctx, xd, m, n_in, dyd, n_out, by_row,
+        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 4>(ctx, xd, m, n_in, dyd, n_out, *by_row,
                                                     rows_data, dv)));
         break;
       case 8:
-        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 8>(ctx, xd, m, n_in, dyd, n_out, by_row,
+        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 8>(ctx, xd, m, n_in, dyd, n_out, *by_row,
                                                     rows_data, dv)));
         break;
       case 16:
-        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 16>(ctx, xd, m, n_in, dyd, n_out, by_row,
+        OP_REQUIRES_OK(ctx, (ValuesGradBlocks<T, 16>(ctx, xd, m, n_in, dyd, n_out, *by_row,
                                                      rows_data, dv)));
         break;
     }
@@ -361,6 +362,7 @@ class BsmmValuesGradOp : public OpKernel {
  private:
   static constexpr char kOp[] = "BsmmValuesGrad";
   int64_t bs_;
+  GroupCache groups_;
 };
 
 enum class Pooling { kNone, kSum, kAvg, kMax };

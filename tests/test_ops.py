@@ -202,3 +202,29 @@ def test_sliced_inputs(ops_library: Path) -> None:
     for x in (parent[1:], tf.split(parent, [3, 8])[1], tf.unstack(parent)[3][tf.newaxis]):
         y = ops.bsmm(x, values, rows, cols, n_out=10)
         np.testing.assert_allclose(y.numpy(), x.numpy() @ dense, rtol=1e-5, atol=1e-5)
+
+
+def test_patterns_taken_in_turn_by_one_kernel(ops_library: Path) -> None:
+    """The kernels cache the grouping of the last pattern; every change must be seen."""
+    rng = np.random.default_rng(8)
+    n_in, n_out, bs = 64, 32, 4
+    x = tf.constant(rng.standard_normal((9, n_in)).astype(np.float32))
+    dy = tf.constant(rng.standard_normal((9, n_out)).astype(np.float32))
+    patterns = [random_pattern(rng, n_in, n_out, bs, nnz=12) for _ in range(2)]
+
+    @tf.function
+    def forward_backward(values: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> list[tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch([x, values])
+            y = ops.bsmm(x, values, rows, cols, n_out=n_out)
+        return [y, *tape.gradient(y, [x, values], output_gradients=dy)]
+
+    for values, rows, cols in [*patterns, *patterns, patterns[0]]:
+        y, dx, dvalues = forward_backward(tf.constant(values), tf.constant(rows), tf.constant(cols))
+        dense = ops.dense_from_blocks(values, rows, cols, (n_in, n_out))
+        np.testing.assert_allclose(y.numpy(), x.numpy() @ dense, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dx.numpy(), dy.numpy() @ dense.T, rtol=1e-5, atol=1e-5)
+        dense_grad = x.numpy().T @ dy.numpy()
+        blocks = dense_grad.reshape(n_in // bs, bs, n_out // bs, bs).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(dvalues.numpy(), blocks[rows, cols], rtol=1e-4, atol=1e-4)
+    assert forward_backward.experimental_get_tracing_count() == 1
