@@ -93,21 +93,22 @@ class RecordsBuilder:
     def __len__(self) -> int:
         return len(self.step)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self, start: int = 0) -> dict[str, np.ndarray]:
+        """The records.npz arrays; `start` > 0 keeps only records [start:] (checkpoint chunks)."""
         out: dict[str, np.ndarray] = {
             "model": np.array(self.model),
             "layers": np.array(self.layer_names, dtype=str),
             "n_updates": np.array(self.n_updates, dtype=np.int64),
-            "update_index": np.array(self.update_index, dtype=np.int32),
-            "step": np.array(self.step, dtype=np.int64),
+            "update_index": np.array(self.update_index[start:], dtype=np.int32),
+            "step": np.array(self.step[start:], dtype=np.int64),
         }
         for layer in self.layers:
             bs = layer.block_size
             name = layer.name
-            out[f"{name}/rows"] = _stack(self.rows.get(name, []), (layer.nnz,), np.int32)
-            out[f"{name}/cols"] = _stack(self.cols.get(name, []), (layer.nnz,), np.int32)
+            out[f"{name}/rows"] = _stack(self.rows.get(name, [])[start:], (layer.nnz,), np.int32)
+            out[f"{name}/cols"] = _stack(self.cols.get(name, [])[start:], (layer.nnz,), np.int32)
             out[f"{name}/values"] = _stack(
-                self.values.get(name, []), (layer.nnz, bs, bs), np.float32
+                self.values.get(name, [])[start:], (layer.nnz, bs, bs), np.float32
             )
             out[f"{name}/shape"] = np.array(layer.shape, dtype=np.int64)
             out[f"{name}/block_size"] = np.array(bs, dtype=np.int64)
@@ -124,13 +125,20 @@ class RecordsBuilder:
             n_updates=records.n_updates,
             extra={key: np.asarray(arrays[key]) for key in records.extra_keys},
         )
+        builder.extend(arrays)
+        return builder
+
+    def extend(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Append the records held in `arrays` (a chunk from `arrays(start)`)."""
+        records = Records(dict(arrays))
+        if records.layers != self.layer_names:
+            raise ValueError(f"chunk has layers {records.layers}, expected {self.layer_names}")
         for s in range(len(records.step)):
-            builder.add(
+            self.add(
                 int(records.update_index[s]),
                 int(records.step[s]),
                 {name: records.pattern(name, s) for name in records.layers},
             )
-        return builder
 
     def save(self, path: str | os.PathLike[str]) -> None:
         save_npz(path, **self.arrays())

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from dynsparse import rigl
-from dynsparse.atomic import save_npz, write_json
+from dynsparse.atomic import atomic_path, save_npz, write_json
 from dynsparse.records import HistoryBuilder, RecordsBuilder, SparseLayerSpec
 from dynsparse.tfsetup import configure_tensorflow
 
@@ -342,16 +342,23 @@ def train_sample(
             if stale.name != key:
                 shutil.rmtree(stale, ignore_errors=True)
 
-    def save_checkpoint() -> None:
+    # Records grow by a few per epoch and are large: each checkpoint adds one chunk file of the
+    # epoch's new records (uncompressed, fast) rather than rewriting them all.
+    def records_chunk(epoch_number: int) -> Path:
+        return checkpoint_dir / f"records-{epoch_number:04d}.npz"
+
+    def save_checkpoint(records_before: int) -> None:
         epoch_dir = checkpoint_dir / f"epoch-{host.epochs_done:04d}"
         if epoch_dir.exists():
             shutil.rmtree(epoch_dir)
         epoch_dir.mkdir(parents=True)
+        with atomic_path(records_chunk(host.epochs_done), suffix=".npz") as tmp:
+            np.savez(tmp, **records.arrays(start=records_before))
         checkpoint.write(str(epoch_dir / "variables"))
-        save_npz(epoch_dir / "records.npz", **records.arrays())
-        save_npz(epoch_dir / "history.npz", **history.arrays())
+        with atomic_path(epoch_dir / "history.npz", suffix=".npz") as tmp:
+            np.savez(tmp, **history.arrays())
         # Written last: its presence marks the checkpoint complete.
-        write_json(epoch_dir / "state.json", host.to_json())
+        write_json(epoch_dir / "state.json", {**host.to_json(), "records": len(records)})
         for older in checkpoint_dir.glob("epoch-*"):
             if older != epoch_dir:
                 shutil.rmtree(older, ignore_errors=True)
@@ -363,11 +370,15 @@ def train_sample(
     resumed_from: int | None = None
     found = latest_checkpoint() if checkpoint_dir.exists() else None
     if found is not None:
-        with np.load(found / "records.npz", allow_pickle=False) as saved:
-            records = RecordsBuilder.from_arrays(saved)
+        state = json.loads((found / "state.json").read_text())
+        n_records = state.pop("records")
+        for epoch_number in range(1, state["epochs_done"] + 1):
+            with np.load(records_chunk(epoch_number), allow_pickle=False) as saved:
+                records.extend(saved)
+        if len(records) != n_records:
+            raise RuntimeError(f"checkpoint {found}: {len(records)} records, expected {n_records}")
         with np.load(found / "history.npz", allow_pickle=False) as saved:
             history = HistoryBuilder.from_arrays(saved)
-        state = json.loads((found / "state.json").read_text())
         checkpoint.read(str(found / "variables")).assert_existing_objects_matched()
         host = HostState(**state)
         regrow_rng.bit_generator.state = host.regrow_rng_state
@@ -437,6 +448,7 @@ def train_sample(
         optimizer.learning_rate.assign(lr)
         order = epoch_order(seed, epoch, n_train).astype(np.int32)
         batches = order[: batches_per_epoch * batch_size].reshape(batches_per_epoch, batch_size)
+        records_at_epoch_start = 0 if epoch == 0 else len(records)
         epoch_seconds = 0.0
         running_loss = running_accuracy = 0.0
         bar = tqdm(
@@ -530,7 +542,7 @@ def train_sample(
             f"{epoch_seconds:.1f} s ({batches_per_epoch * batch_size / epoch_seconds:.0f} "
             "samples/s)"
         )
-        save_checkpoint()
+        save_checkpoint(records_at_epoch_start)
         if on_event is not None:
             on_event("checkpoint", epoch, host.step)
 
