@@ -296,3 +296,14 @@ def test_initial_pattern_is_unique_sorted_and_seeded() -> None:
 def test_init_limit() -> None:
     assert rigl.init_limit(784, 320, 0.1) == pytest.approx(0.233, abs=1e-3)
     assert rigl.init_limit(320, 10, 0.3) == pytest.approx(0.246, abs=1e-3)
+
+
+def test_top_k_matches_a_full_sort_with_position_ties() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        scores = rng.integers(0, 4, size=n).astype(np.float64)  # many ties
+        positions = rng.permutation(1000)[:n]
+        k = int(rng.integers(0, n + 1))
+        expected = np.sort(np.lexsort((positions, -scores))[:k])
+        np.testing.assert_array_equal(rigl.top_k(scores, positions, k), expected)

@@ -108,14 +108,33 @@ def flat_positions(rows: np.ndarray, cols: np.ndarray, grid_shape: tuple[int, in
     return np.asarray(rows, dtype=np.int64) * grid_shape[1] + np.asarray(cols, dtype=np.int64)
 
 
+def top_k(scores: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest `scores`, ties going to the lowest `positions`; sorted.
+
+    O(n) with a partition instead of a full sort: a RigL update ranks every free position of a
+    layer (250 000 for fc1), 100 times per FC run.
+    """
+    n = len(scores)
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot select {k} of {n}")
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    threshold = np.partition(scores, n - k)[n - k]
+    above = np.flatnonzero(scores > threshold)
+    tied = np.flatnonzero(scores == threshold)
+    tied = tied[np.argsort(positions[tied], kind="stable")][: k - len(above)]
+    return np.sort(np.concatenate([above, tied]))
+
+
 def select_pruned(
     values: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid_shape: tuple[int, int], k: int
 ) -> np.ndarray:
     """Indices (into the block list) of the k blocks with the smallest L1 norm, ties by position."""
     if not 0 <= k <= len(rows):
         raise ValueError(f"cannot prune {k} of {len(rows)} blocks")
-    order = np.lexsort((flat_positions(rows, cols, grid_shape), block_l1(values)))
-    return np.sort(order[:k])
+    return top_k(-block_l1(values), flat_positions(rows, cols, grid_shape), k)
 
 
 def _candidates(active_flat: np.ndarray, n_positions: int) -> np.ndarray:
@@ -133,8 +152,7 @@ def regrow_rigl(scores: np.ndarray, active_flat: np.ndarray, k: int) -> np.ndarr
     if k > len(candidates):
         raise ValueError(f"cannot regrow {k} blocks: only {len(candidates)} inactive positions")
     candidate_scores = np.nan_to_num(scores.ravel()[candidates], nan=-np.inf)
-    order = np.lexsort((candidates, -candidate_scores))
-    return np.sort(candidates[order[:k]])
+    return candidates[top_k(candidate_scores, candidates, k)]
 
 
 def regrow_random(
