@@ -65,10 +65,12 @@ def test_full_run_writes_every_output_and_a_report(workdir: Path) -> None:
     snakemake(workdir)
     selftest = json.loads((workdir / "results/selftest/ops.json").read_text())
     assert selftest["passed"] and selftest["cases"]
+    # Chance is 0.1; the tiny runs see a few thousand images once.
+    minimum_accuracy = {"fc": 0.7, "transformer": 0.3}
     for model, sample in (("fc", "tiny_fc"), ("transformer", "tiny_tf")):
         folder = workdir / "results" / model / sample
         summary = json.loads((folder / "summary.json").read_text())
-        assert summary["final_test_accuracy"] > 0.5, (model, summary["final_test_accuracy"])
+        assert summary["final_test_accuracy"] > minimum_accuracy[model], summary
         with np.load(folder / "records.npz") as records:
             assert len(records["update_index"]) >= 2
         frames = sorted((folder / "frames").glob("*.png"))
