@@ -50,5 +50,7 @@ rule bench_training:
     resources:
         mem_mb=6000,
         runtime=30,
+    params:
+        defaults=model_defaults_json(),
     script:
         "../workflow/bench_training.py"

@@ -10,7 +10,12 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from dynsparse.codedeps import library_modules
-from dynsparse.config import ConfigError, check_config_files, validate_config
+from dynsparse.config import (
+    ConfigError,
+    canonical_json,
+    check_config_files,
+    validate_config,
+)
 
 try:
     check_config_files(workflow.configfiles)
@@ -42,6 +47,11 @@ def tensorflow_version():
 
 def sample_settings(wildcards):
     return SAMPLES[(wildcards.model, wildcards.sample)].settings_json
+
+
+def model_defaults_json():
+    """Both models' default settings: what the training benchmark measures."""
+    return canonical_json({model: config[model]["defaults"] for model in ("fc", "transformer")})
 
 
 def sample_method(wildcards):

@@ -1,5 +1,7 @@
 """Stage: training speed of the default models, sparse beside dense (results/bench/training.csv)."""
 
+import json
+
 from dynsparse.bench_training import bench_training, write_csv
 
 with open(snakemake.log[0], "w") as log:
@@ -8,6 +10,6 @@ with open(snakemake.log[0], "w") as log:
         log.write(message + "\n")
         log.flush()
 
-    defaults = {model: dict(snakemake.config[model]["defaults"]) for model in ("fc", "transformer")}
+    defaults = json.loads(snakemake.params.defaults)
     rows = bench_training(snakemake.input.lib, snakemake.threads, defaults, write)
     write_csv(snakemake.output.csv, rows)
