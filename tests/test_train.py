@@ -343,6 +343,9 @@ def test_bench_training_measures_every_case(ops_library: str, tmp_path: Path) ->
     assert [row["case"] for row in rows] == ["dense", "sparse", "sparse_b4"]
     assert all(row["samples_per_second"] > 0 for row in rows)
     assert rows[0]["speedup_vs_dense"] == 1.0 and rows[1]["update_step_ms"] > 0
+    # Values plus Adam's two slots held by the sparse model scale with its non-zeros.
+    assert rows[0]["held_floats_vs_dense"] == 1.0
+    assert 0.05 < rows[1]["held_floats_vs_dense"] < 0.2
     write_csv(tmp_path / "training.csv", rows)
     header = (tmp_path / "training.csv").read_text().splitlines()[0]
     assert header.startswith("model,case,sparsity")

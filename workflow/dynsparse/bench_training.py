@@ -33,6 +33,9 @@ CSV_COLUMNS = (
     "host_update_ms",
     "nonzero_weights",
     "dense_weights",
+    "held_floats",
+    "held_floats_vs_dense",
+    "baseline",
 )
 
 
@@ -41,6 +44,9 @@ class BenchCase:
     model: str
     name: str
     changes: dict[str, Any]
+    # The case whose samples/s this one is compared with (same model, same widths and batch).
+    baseline: str = "dense"
+    steps: int | None = None  # None: the model's default step count
 
 
 DEFAULT_CASES = (
@@ -48,6 +54,27 @@ DEFAULT_CASES = (
     BenchCase("fc", "sparse_0.1_0.3", {"densities": [0.1, 0.3], "block_size": 1}),
     BenchCase(
         "fc", "sparse_0.1_0.3_b16", {"densities": [0.1, 0.3], "block_size": 16, "pooling": "SUM"}
+    ),
+    # A wide FC layer, where sparsity should pay off: 784 -> 4096 -> 10 at batch 256.
+    BenchCase(
+        "fc",
+        "wide_dense",
+        {"densities": [1.0, 1.0], "hidden_size": 4096, "batch_size": 256},
+        baseline="wide_dense",
+        steps=40,
+    ),
+    BenchCase(
+        "fc",
+        "wide_sparse_0.1_b16",
+        {
+            "densities": [0.1, 0.3],
+            "hidden_size": 4096,
+            "batch_size": 256,
+            "block_size": 16,
+            "pooling": "SUM",
+        },
+        baseline="wide_dense",
+        steps=40,
     ),
     BenchCase("transformer", "dense", {"sparsity": 0.0}),
     BenchCase("transformer", "sparse_0.9", {"sparsity": 0.9, "block_size": 1}),
@@ -120,9 +147,16 @@ def bench_case(
     sparsity = (
         settings["sparsity"] if case.model == "transformer" else 1.0 - nonzero / dense_weights
     )
+    # Memory that scales with the model: trainable values plus the optimizer's slots for them.
+    held_floats = sum(int(v.shape.num_elements()) for v in trainable)
+    held_floats += sum(
+        int(slot.shape.num_elements()) for slots in optimizer.slots.values() for slot in slots
+    )
     return {
         "model": case.model,
         "case": case.name,
+        "baseline": case.baseline,
+        "held_floats": held_floats,
         "sparsity": round(float(sparsity), 4),
         "block_size": int(settings["block_size"]) if sparse_layers else 1,
         "pooling": settings["pooling"] if sparse_layers else "",
@@ -155,7 +189,7 @@ def bench_training(
     steps = {"fc": 400, "transformer": 40, **(steps or {})}
     rows: list[dict[str, Any]] = []
     for case in cases:
-        row = bench_case(case, settings[case.model], steps[case.model])
+        row = bench_case(case, settings[case.model], case.steps or steps[case.model])
         row["threads"] = threads
         rows.append(row)
         log(
@@ -164,9 +198,12 @@ def bench_training(
             f"ms, host update {row['host_update_ms']:.1f} ms"
         )
     for row in rows:
-        dense = [r for r in rows if r["model"] == row["model"] and r["case"] == "dense"]
+        dense = [r for r in rows if r["model"] == row["model"] and r["case"] == row["baseline"]]
         row["speedup_vs_dense"] = (
             row["samples_per_second"] / dense[0]["samples_per_second"] if dense else float("nan")
+        )
+        row["held_floats_vs_dense"] = (
+            row["held_floats"] / dense[0]["held_floats"] if dense else float("nan")
         )
     return rows
 
