@@ -32,21 +32,14 @@ from typing import Any
 import numpy as np
 
 from dynsparse.atomic import save_npz, write_json, write_text
+from dynsparse.records import HISTORY_STEP_KEYS
 
 IMAGE_SIDE = 28
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 # Density maps get at most this many cells a side: wide layers (QKV) stay readable, and a cell
 # pools enough weights that a 90%-sparse layer shows density, not salt and pepper.
 MAX_MAP_CELLS = 24
-METRIC_STEP_COLUMNS = (
-    "step",
-    "epoch",
-    "loss",
-    "accuracy",
-    "learning_rate",
-    "pruned_fraction",
-    "step_time",
-)
+METRIC_STEP_COLUMNS = HISTORY_STEP_KEYS
 METRIC_EPOCH_COLUMNS = ("test_loss", "test_accuracy", "train_seconds")
 COUNTING_NOTE = (
     "connections are counted by the sparsity pattern (every weight inside a stored block, "
