@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from dynsparse import build, ops
+from dynsparse.selftest import block_pool
 
 
 def random_pattern(
@@ -24,14 +25,6 @@ def random_pattern(
     cols = (flat % n_block_cols).astype(np.int32)
     values = rng.standard_normal((nnz, bs, bs)).astype(np.float32)
     return values, rows, cols
-
-
-def block_pool(dense: np.ndarray, bs: int, pooling: str) -> np.ndarray:
-    if pooling == "NONE":
-        return dense
-    blocks = dense.reshape(dense.shape[0] // bs, bs, dense.shape[1] // bs, bs)
-    reducers = {"SUM": np.sum, "AVG": np.mean, "MAX": np.max}
-    return reducers[pooling](blocks, axis=(1, 3))
 
 
 def test_dense_from_blocks_places_each_block() -> None:
