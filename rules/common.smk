@@ -14,8 +14,10 @@ from dynsparse.config import (
     ConfigError,
     canonical_json,
     check_config_files,
+    model_defaults,
     validate_config,
 )
+from dynsparse.registry import MODELS
 
 try:
     check_config_files(workflow.configfiles)
@@ -50,12 +52,13 @@ def sample_settings(wildcards):
 
 
 def model_defaults_json():
-    """Both models' default settings: what the training benchmark measures."""
-    return canonical_json({model: config[model]["defaults"] for model in ("fc", "transformer")})
+    """Every model's default settings: what the training benchmark measures."""
+    defaults = model_defaults(config)
+    return canonical_json({model: settings.to_dict() for model, settings in defaults.items()})
 
 
 def sample_method(wildcards):
-    return SAMPLES[(wildcards.model, wildcards.sample)].settings["method"]
+    return SAMPLES[(wildcards.model, wildcards.sample)].settings.rigl.method
 
 
 def samples_of(model=None):
@@ -67,13 +70,12 @@ def per_sample(pattern):
 
 
 def training_mem_mb(wildcards):
-    return 6000 if wildcards.model == "transformer" else 3000
+    return MODELS[wildcards.model].mem_mb
 
 
 def training_runtime_min(wildcards):
     settings = SAMPLES[(wildcards.model, wildcards.sample)].settings
-    per_epoch = 6 if wildcards.model == "transformer" else 2
-    return 10 + per_epoch * settings["epochs"]
+    return MODELS[wildcards.model].runtime_min(settings)
 
 
 def bench_outputs():
@@ -98,5 +100,5 @@ def all_targets():
 
 
 wildcard_constraints:
-    model="fc|transformer",
+    model="|".join(MODELS),
     sample="|".join(sorted({re.escape(s.name) for s in samples_of()})) or "(?!)",

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from dynsparse import rigl
-from dynsparse.records import to_dense
+from dynsparse.blocks import to_dense
 
 tf = pytest.importorskip("tensorflow")
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dynsparse.records import HistoryBuilder, Records, RecordsBuilder, SparseLayerSpec, to_dense
+from dynsparse.blocks import to_dense
+from dynsparse.records import HistoryBuilder, Records, RecordsBuilder, SparseLayerSpec
 from dynsparse.train import epoch_order, training_subset, update_batches
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
@@ -172,10 +173,11 @@ def transformer_settings(**changes: Any) -> dict[str, Any]:
 
 
 def _train(model: str, settings: dict[str, Any], mnist: Path, ops: str, out: Path) -> dict:
+    from dynsparse.registry import parse_settings
     from dynsparse.train import train_sample
 
     with open(out.parent / f"{out.name}.log", "w") as log:
-        return train_sample(model, settings, mnist, ops, out, threads=1, log=log)
+        return train_sample(parse_settings(model, settings), mnist, ops, out, threads=1, log=log)
 
 
 def _assert_same_results(a: Path, b: Path) -> None:
@@ -195,6 +197,7 @@ def _assert_same_results(a: Path, b: Path) -> None:
 _RUNNER = """
 import os, signal, sys
 sys.path.insert(0, {workflow!r})
+from dynsparse.registry import parse_settings
 from dynsparse.train import train_sample
 
 def kill_in_second_epoch(kind, epoch, step):
@@ -203,7 +206,8 @@ def kill_in_second_epoch(kind, epoch, step):
 
 with open({log!r}, "w") as log:
     train_sample(
-        "fc", {settings!r}, {mnist!r}, {ops!r}, {out!r}, 1, log, on_event=kill_in_second_epoch
+        parse_settings("fc", {settings!r}), {mnist!r}, {ops!r}, {out!r}, 1, log,
+        on_event=kill_in_second_epoch,
     )
 """
 

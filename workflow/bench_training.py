@@ -1,15 +1,16 @@
 """Stage: training speed of the default models, sparse beside dense (results/bench/training.csv)."""
 
 import json
+import logging
 
 from dynsparse.bench_training import bench_training, write_csv
+from dynsparse.registry import parse_settings
+from dynsparse.stage import stage_log
 
-with open(snakemake.log[0], "w") as log:
-
-    def write(message: str) -> None:
-        log.write(message + "\n")
-        log.flush()
-
-    defaults = json.loads(snakemake.params.defaults)
-    rows = bench_training(snakemake.input.lib, snakemake.threads, defaults, write)
+with stage_log(snakemake.log[0]):
+    defaults = {
+        model: parse_settings(model, settings)
+        for model, settings in json.loads(snakemake.params.defaults).items()
+    }
+    rows = bench_training(snakemake.input.lib, snakemake.threads, defaults, logging.info)
     write_csv(snakemake.output.csv, rows)

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from dynsparse.blocks import IMAGE_SIDE
+from dynsparse.registry import MODELS, model_entry
+from dynsparse.settings import ModelSettings
 from dynsparse.tfsetup import configure_tensorflow
 
 CSV_COLUMNS = (
@@ -90,23 +93,24 @@ def available_cores() -> int:
 
 
 def bench_case(
-    case: BenchCase, base_settings: dict[str, Any], steps: int, n_images: int = 2048
+    case: BenchCase, base_settings: ModelSettings, steps: int, n_images: int = 2048
 ) -> dict[str, Any]:
     import tensorflow as tf
 
     from dynsparse.layers import make_optimizer
-    from dynsparse.models import build_model
-    from dynsparse.train import StepFunctions, update_layers
+    from dynsparse.methods import METHODS, update_layers
+    from dynsparse.steps import StepFunctions
 
-    settings = {**base_settings, **case.changes}
-    batch_size = int(settings["batch_size"])
-    model = build_model(case.model, settings, tf.random.Generator.from_seed(int(settings["seed"])))
+    entry = model_entry(case.model)
+    settings = entry.parse({**base_settings.to_dict(), **case.changes})
+    batch_size = settings.batch_size
+    model = entry.build(settings, tf.random.Generator.from_seed(settings.seed))
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(n_images, 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 256, size=(n_images, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
     x_train = tf.constant(model.prepare(images))
     y_train = tf.constant(rng.integers(0, 10, size=n_images).astype(np.int32))
     trainable = list(model.trainable_variables)
-    optimizer = make_optimizer(settings["optimizer"], trainable, dict(settings["optimizer_args"]))
+    optimizer = make_optimizer(settings.optimizer.name, trainable, settings.optimizer.kwargs)
     optimizer.learning_rate.assign(1e-4)
     functions = StepFunctions(
         model, optimizer, x_train, y_train, batch_size, tuple(x_train.shape[1:])
@@ -135,8 +139,8 @@ def bench_case(
             optimizer,
             dense_grads,
             1.0,
-            float(settings["prune_ratio"]),
-            "rigl",
+            settings.rigl.prune_ratio,
+            METHODS["rigl"],  # the update whose host cost is largest
             np.random.default_rng(1),
         )
         host_ms = (time.perf_counter() - start) * 1000
@@ -144,9 +148,6 @@ def bench_case(
     nonzero = sum(layer.nnz * layer.block_size**2 for layer in sparse_layers)
     nonzero += sum(layer.n_in * layer.n_out for layer in model.layers if layer not in sparse_layers)
     dense_weights = sum(layer.n_in * layer.n_out for layer in model.layers)
-    sparsity = (
-        settings["sparsity"] if case.model == "transformer" else 1.0 - nonzero / dense_weights
-    )
     # Memory that scales with the model: trainable values plus the optimizer's slots for them.
     held_floats = sum(int(v.shape.num_elements()) for v in trainable)
     held_floats += sum(
@@ -157,9 +158,9 @@ def bench_case(
         "case": case.name,
         "baseline": case.baseline,
         "held_floats": held_floats,
-        "sparsity": round(float(sparsity), 4),
-        "block_size": int(settings["block_size"]) if sparse_layers else 1,
-        "pooling": settings["pooling"] if sparse_layers else "",
+        "sparsity": round(entry.bench_sparsity(settings, nonzero / dense_weights), 4),
+        "block_size": settings.block_size if sparse_layers else 1,
+        "pooling": settings.pooling if sparse_layers else "",
         "batch_size": batch_size,
         "steps": steps,
         "step_ms": step_seconds * 1000,
@@ -174,7 +175,7 @@ def bench_case(
 def bench_training(
     ops_path: str,
     threads: int,
-    settings: dict[str, dict[str, Any]],
+    settings: dict[str, ModelSettings],
     log: Callable[[str], None] = print,
     *,
     steps: dict[str, int] | None = None,
@@ -186,7 +187,7 @@ def bench_training(
     from dynsparse import ops
 
     ops.load_ops(ops_path)
-    steps = {"fc": 400, "transformer": 40, **(steps or {})}
+    steps = {**{name: entry.bench_steps for name, entry in MODELS.items()}, **(steps or {})}
     rows: list[dict[str, Any]] = []
     for case in cases:
         row = bench_case(case, settings[case.model], case.steps or steps[case.model])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from dynsparse.registry import MODELS, model_entry
+from dynsparse.settings import ModelSettings
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-MODELS = ("fc", "transformer")
 # Settings whose value is a mapping: a sample's override merges into the default key by key.
 MERGED_MAPPINGS = ("cosine_schedule", "optimizer_args")
-MNIST_PIXELS = 784
-TRANSFORMER_CLASSES = 10
 
 
 class ConfigError(ValueError):
@@ -66,15 +65,11 @@ def load_schema() -> dict[str, Any]:
 class Sample:
     model: str
     name: str
-    settings: dict[str, Any]
+    settings: ModelSettings
 
     @property
     def settings_json(self) -> str:
-        return canonical_json(self.settings)
-
-    @property
-    def results_dir(self) -> str:
-        return f"results/{self.model}/{self.name}"
+        return self.settings.to_json()
 
 
 def canonical_json(obj: Any) -> str:
@@ -112,55 +107,6 @@ def resolve_sample(defaults: dict[str, Any], overrides: dict[str, Any] | None) -
     return settings
 
 
-def _fc_layer_checks(settings: dict[str, Any]) -> list[str]:
-    block, hidden = settings["block_size"], settings["hidden_size"]
-    problems = []
-    if settings["densities"][0] < 1:
-        for what, size in (("input size 784", MNIST_PIXELS), ("hidden_size", hidden)):
-            if size % block:
-                problems.append(
-                    f"block_size: {block} does not divide fc1's {what} ({size}); use a block "
-                    "size that divides both 784 and hidden_size"
-                )
-    return problems
-
-
-def _transformer_layer_checks(settings: dict[str, Any]) -> list[str]:
-    block = settings["block_size"]
-    if settings["sparsity"] == 0:
-        return []
-    widths = {
-        "hidden_size": settings["hidden_size"],
-        "heads*qkv_size": settings["heads"] * settings["qkv_size"],
-        "ff_size": settings["ff_size"],
-    }
-    return [
-        f"block_size: {block} does not divide {name} ({width}); every sparse layer's sides must "
-        "be multiples of the block size"
-        for name, width in widths.items()
-        if width % block
-    ]
-
-
-def _min_blocks_check(model: str, settings: dict[str, Any]) -> list[str]:
-    """A layer needs at least one non-zero block, and RigL needs room to regrow into."""
-    problems = []
-    if model == "fc":
-        shapes = [(MNIST_PIXELS, settings["hidden_size"], settings["block_size"])]
-        shapes.append((settings["hidden_size"], TRANSFORMER_CLASSES, 1))
-        densities = settings["densities"]
-    else:
-        shapes = [(settings["hidden_size"], settings["ff_size"], settings["block_size"])]
-        densities = [1 - settings["sparsity"]]
-    for (n_in, n_out, block), density in zip(shapes, densities, strict=False):
-        if density >= 1 or n_in % block or n_out % block:
-            continue
-        blocks = (n_in // block) * (n_out // block)
-        if math.ceil(density * blocks) < 1:
-            problems.append(f"density {density} leaves no block in a {n_in}x{n_out} layer")
-    return problems
-
-
 def validate_config(config: dict[str, Any]) -> list[Sample]:
     """Check the whole config; return every sample resolved, or raise one ConfigError listing all
     problems (each naming the model, the sample and the key)."""
@@ -169,19 +115,18 @@ def validate_config(config: dict[str, Any]) -> list[Sample]:
     if problems:
         raise ConfigError(_format(problems))
     samples: list[Sample] = []
-    for model in MODELS:
+    for model, entry in MODELS.items():
         section = config[model]
         settings_schema = _subschema(schema, f"{model}_settings")
         for name, overrides in section["samples"].items():
-            settings = resolve_sample(section["defaults"], overrides)
+            resolved = resolve_sample(section["defaults"], overrides)
             prefix = f"config.yaml: {model} sample '{name}': "
-            sample_problems = _schema_errors(settings, settings_schema, prefix)
+            sample_problems = _schema_errors(resolved, settings_schema, prefix)
             if not sample_problems:
-                checks = _fc_layer_checks if model == "fc" else _transformer_layer_checks
-                sample_problems = [prefix + p for p in checks(settings)]
-                sample_problems += [prefix + p for p in _min_blocks_check(model, settings)]
+                settings = entry.parse(resolved)
+                sample_problems = [prefix + p for p in entry.checks(settings)]
+                samples.append(Sample(model=model, name=name, settings=settings))
             problems += sample_problems
-            samples.append(Sample(model=model, name=name, settings=settings))
     if not samples and not problems:
         problems.append(
             "config.yaml: no samples: add at least one under fc/samples or transformer/samples"
@@ -189,6 +134,11 @@ def validate_config(config: dict[str, Any]) -> list[Sample]:
     if problems:
         raise ConfigError(_format(problems))
     return samples
+
+
+def model_defaults(config: dict[str, Any]) -> dict[str, ModelSettings]:
+    """Every model's default settings, typed (what the training benchmark measures)."""
+    return {model: model_entry(model).parse(config[model]["defaults"]) for model in MODELS}
 
 
 def _format(problems: list[str]) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from dynsparse import ops, rigl
+from dynsparse.blocks import POOLINGS, random_pattern
 
 
 @dataclass
@@ -50,7 +51,7 @@ class SparseLinear(tf.Module):
         super().__init__(name=name)
         if n_in % block_size or n_out % block_size:
             raise ValueError(f"{name}: {n_in}×{n_out} is not a multiple of block size {block_size}")
-        if pooling not in rigl.POOLINGS:
+        if pooling not in POOLINGS:
             raise ValueError(f"{name}: unknown pooling {pooling!r}")
         self.layer_name = name
         self.n_in = n_in
@@ -60,7 +61,7 @@ class SparseLinear(tf.Module):
         self.density = density
         self.grid_shape = (n_in // block_size, n_out // block_size)
         self.nnz = rigl.block_count(density, n_in, n_out, block_size)
-        rows, cols = rigl.initial_pattern(self.grid_shape, self.nnz, index_rng)
+        rows, cols = random_pattern(self.grid_shape, self.nnz, index_rng)
         limit = rigl.init_limit(n_in, n_out, density)
         values = value_rng.uniform(-limit, limit, size=self.nnz * block_size * block_size)
         self.values = tf.Variable(
@@ -249,27 +250,3 @@ def make_optimizer(name: str, variables: Sequence[tf.Variable], args: dict[str, 
         return OPTIMIZERS[name](variables, **args)
     except TypeError as error:
         raise ValueError(f"bad optimizer_args for {name}: {args} ({error})") from None
-
-
-def learning_rate(
-    model: str, optimizer: str, base: float | None, epoch: int, epochs: int, batch_size: int
-) -> float:
-    """The learning rate of `epoch` (0-based).
-
-    `base` None gives the original's schedules: FC Adam 0.002·16/batch constant, FC Momentum and
-    GradientDescent 0.02·16/batch stepped down at 20/40/60/80 % of training; the transformer
-    2e-3/batch stepped ×1, 0.5, 0.3, 0.1 at quarters. A number replaces the base value and keeps
-    the schedule's shape.
-    """
-    progress = epoch / epochs
-    if model == "fc":
-        if optimizer == "Adam":
-            return (0.002 * 16 / batch_size) if base is None else base
-        steps = (1.0, 0.5, 0.25, 0.05, 0.005)
-        start = (0.02 * 16 / batch_size) if base is None else base
-        return start * steps[min(int(math.floor(progress / 0.2 + 1e-9)), 4)]
-    if model == "transformer":
-        start = (2e-3 / batch_size) if base is None else base
-        factors = (1.0, 0.5, 0.3, 0.1)
-        return start * factors[min(int(math.floor(progress / 0.25 + 1e-9)), 3)]
-    raise ValueError(f"unknown model {model!r}")

@@ -8,16 +8,13 @@ input and pre-bias output to `capture` (a list) when one is given, for the RigL 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from dynsparse.blocks import IMAGE_SIDE, N_CLASSES, N_PIXELS, round_up
 from dynsparse.layers import Captured, DenseLinear, SparseLinear
-
-IMAGE_SIDE = 28
-N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
-N_CLASSES = 10
+from dynsparse.settings import FCSettings, TransformerSettings
 
 Linear = SparseLinear | DenseLinear
 
@@ -68,20 +65,20 @@ class FCModel(tf.Module):
 
     model_name = "fc"
 
-    def __init__(self, settings: dict[str, Any], dropout_rng: tf.random.Generator) -> None:
+    def __init__(self, settings: FCSettings, dropout_rng: tf.random.Generator) -> None:
         super().__init__(name="fc")
-        seed = int(settings["seed"])
-        d1, d2 = (float(d) for d in settings["densities"])
-        hidden = int(settings["hidden_size"])
-        block_size = int(settings["block_size"])
+        seed = settings.seed
+        d1, d2 = settings.densities
+        hidden = settings.hidden_size
+        block_size = settings.block_size
         value_rng = np.random.default_rng(seed)
         self.fc1 = self._linear(
-            "fc1", N_PIXELS, hidden, d1, block_size, settings["pooling"], seed, 1, value_rng
+            "fc1", N_PIXELS, hidden, d1, block_size, settings.pooling, seed, 1, value_rng
         )
         self.fc2 = self._linear("fc2", hidden, N_CLASSES, d2, 1, "NONE", seed, 2, value_rng)
-        self.droprate = float(settings["droprate"])
+        self.droprate = settings.droprate
         self.dropout_rng = dropout_rng
-        self.permutation = input_permutation(settings["permute_input"], block_size, seed)
+        self.permutation = input_permutation(settings.permute_input, block_size, seed)
 
     @staticmethod
     def _linear(
@@ -170,21 +167,21 @@ class TransformerModel(tf.Module):
     model_name = "transformer"
     layer_names = ("embedding", "qkv", "attention_out", "ffn1", "ffn2", "head")
 
-    def __init__(self, settings: dict[str, Any], dropout_rng: tf.random.Generator) -> None:
+    def __init__(self, settings: TransformerSettings, dropout_rng: tf.random.Generator) -> None:
         super().__init__(name="transformer")
-        seed = int(settings["seed"])
-        sparsity = float(settings["sparsity"])
-        block_size = int(settings["block_size"]) if sparsity > 0 else 1
-        pooling = settings["pooling"]
-        self.hidden = int(settings["hidden_size"])
-        self.heads = int(settings["heads"])
-        self.qkv_size = int(settings["qkv_size"])
-        ff_size = int(settings["ff_size"])
-        self.rate = float(settings["dropout"])
+        seed = settings.seed
+        sparsity = settings.sparsity
+        block_size = settings.block_size if sparsity > 0 else 1
+        pooling = settings.pooling
+        self.hidden = settings.hidden_size
+        self.heads = settings.heads
+        self.qkv_size = settings.qkv_size
+        ff_size = settings.ff_size
+        self.rate = settings.dropout
         self.dropout_rng = dropout_rng
         self.input_features = IMAGE_SIDE
-        self.padded_features = _round_up(IMAGE_SIDE, block_size)
-        self.head_width = _round_up(N_CLASSES, block_size)
+        self.padded_features = round_up(IMAGE_SIDE, block_size)
+        self.head_width = round_up(N_CLASSES, block_size)
         attention_width = self.heads * self.qkv_size
         shapes = {
             "embedding": (self.padded_features, self.hidden, True),
@@ -276,17 +273,3 @@ class TransformerModel(tf.Module):
 
         token_logits = self.head(x, capture)[..., :N_CLASSES]
         return tf.reduce_sum(token_logits, axis=1)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def build_model(
-    model_name: str, settings: dict[str, Any], dropout_rng: tf.random.Generator
-) -> FCModel | TransformerModel:
-    if model_name == "fc":
-        return FCModel(settings, dropout_rng)
-    if model_name == "transformer":
-        return TransformerModel(settings, dropout_rng)
-    raise ValueError(f"unknown model {model_name!r}")

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dynsparse.blocks import BLOCK_SIZES, POOLINGS
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
-POOLINGS = ("NONE", "SUM", "AVG", "MAX")
-BLOCK_SIZES = (1, 4, 8, 16)
+__all__ = ["BLOCK_SIZES", "POOLINGS"]
 OP_NAMES = ("BsmmForward", "BsmmInputGrad", "BsmmValuesGrad", "BsmmDenseGrad")
 
 _lock = threading.Lock()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dynsparse.atomic import save_npz
+from dynsparse.blocks import load_npz, to_dense, to_mask
 
 HISTORY_STEP_KEYS = (
     "step",
@@ -166,8 +167,10 @@ class Records:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Records:
-        with np.load(path, allow_pickle=False) as data:
-            return cls({key: data[key] for key in data.files})
+        return cls(load_npz(path))
+
+    def get(self, key: str, default: np.ndarray) -> np.ndarray:
+        return np.asarray(self._arrays[key]) if key in self._arrays else np.asarray(default)
 
     def __getitem__(self, key: str) -> np.ndarray:
         return np.asarray(self._arrays[key])
@@ -205,20 +208,7 @@ class Records:
         """Boolean [n_in, n_out]: the positions covered by the layer's blocks (zero or not)."""
         spec = self.spec(name)
         rows, cols, _ = self.pattern(name, index)
-        bs = spec.block_size
-        grid = np.zeros((spec.shape[0] // bs, spec.shape[1] // bs), dtype=bool)
-        grid[rows, cols] = True
-        return np.kron(grid, np.ones((bs, bs), dtype=bool)).astype(bool)
-
-
-def to_dense(
-    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]
-) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float32)
-    bs = values.shape[1]
-    tiles = np.zeros((shape[0] // bs, shape[1] // bs, bs, bs), dtype=np.float32)
-    tiles[rows, cols] = values
-    return tiles.transpose(0, 2, 1, 3).reshape(shape)
+        return to_mask(rows, cols, spec.block_size, spec.shape)
 
 
 @dataclass
@@ -268,11 +258,3 @@ class HistoryBuilder:
         for key in HISTORY_EPOCH_KEYS:
             builder.epochs[key] = np.asarray(arrays[key]).tolist()
         return builder
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        save_npz(path, **self.arrays())
-
-
-def load_history(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}

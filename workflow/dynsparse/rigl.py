@@ -4,6 +4,7 @@ A sparse layer's pattern is `rows`, `cols` (block coordinates, int32 [N]) and `v
 (float32 [N, bs, bs]). One update drops the k blocks of smallest L1 magnitude and regrows k
 blocks that were *not active before the update*, either where the pooled |dense gradient| is
 largest (`rigl`) or uniformly at random (`random`, SET); `static` never changes the pattern.
+The methods themselves are classes in dynsparse.methods; this module holds their arithmetic.
 
 The result is a `PatternUpdate`: the new pattern, sorted row-major, plus for every new slot the
 index of the old block it came from (-1 for a regrown block). Weights and every optimizer slot are
@@ -21,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("rigl", "random", "static")
-POOLINGS = ("NONE", "SUM", "AVG", "MAX")
+from dynsparse.blocks import pool
 
 # ceil() of a product like 0.3 * 10 = 3.0000000000000004 must give 3, not 4.
 _CEIL_SLACK = 1e-9
@@ -67,25 +67,6 @@ def block_l1(values: np.ndarray) -> np.ndarray:
     return magnitudes.reshape(magnitudes.shape[0], -1).sum(axis=1)
 
 
-def block_pool(grad: np.ndarray, block_size: int, pooling: str) -> np.ndarray:
-    """Pool a non-negative element gradient [n_in, n_out] to the block grid [n_in/bs, n_out/bs]."""
-    if pooling not in POOLINGS[1:]:
-        raise ValueError(f"pooling must be one of {POOLINGS[1:]}, got {pooling!r}")
-    n_in, n_out = grad.shape
-    if n_in % block_size or n_out % block_size:
-        raise ValueError(
-            f"gradient shape {grad.shape} is not a multiple of block size {block_size}"
-        )
-    tiles = np.asarray(grad).reshape(
-        n_in // block_size, block_size, n_out // block_size, block_size
-    )
-    if pooling == "SUM":
-        return tiles.sum(axis=(1, 3))
-    if pooling == "AVG":
-        return tiles.mean(axis=(1, 3))
-    return tiles.max(axis=(1, 3))
-
-
 def grid_scores(dense_grad: np.ndarray, grid_shape: tuple[int, int], block_size: int) -> np.ndarray:
     """Regrowth scores on the block grid.
 
@@ -101,7 +82,7 @@ def grid_scores(dense_grad: np.ndarray, grid_shape: tuple[int, int], block_size:
             f"dense gradient shape {grad.shape} matches neither the block grid {grid_shape} "
             f"nor the element shape {element_shape}"
         )
-    return block_pool(grad, block_size, "SUM")
+    return pool(grad, block_size, "SUM")
 
 
 def flat_positions(rows: np.ndarray, cols: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
@@ -199,50 +180,13 @@ def unchanged(rows: np.ndarray, cols: np.ndarray) -> PatternUpdate:
     )
 
 
-def update_pattern(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    values: np.ndarray,
-    *,
-    grid_shape: tuple[int, int],
-    block_size: int,
-    k: int,
-    method: str,
-    dense_grad: np.ndarray | None = None,
-    rng: np.random.Generator | None = None,
+def merge_pattern(
+    kept_flat: np.ndarray, kept: np.ndarray, grown_flat: np.ndarray, grid_shape: tuple[int, int]
 ) -> PatternUpdate:
-    """One RigL update of one layer: prune k blocks, regrow k blocks, keep N constant.
-
-    `k` is capped at the number of inactive positions (a layer denser than 1/(1+ratio) cannot
-    regrow as many as it would prune). `dense_grad` (rigl) is |Xᵀ·dY| on the element or block grid.
-    `rng` (random) must be a persistent generator: it advances with every update.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    rows = np.asarray(rows)
-    cols = np.asarray(cols)
-    n_blocks = len(rows)
-    n_positions = grid_shape[0] * grid_shape[1]
-    active_flat = flat_positions(rows, cols, grid_shape)
-    if len(np.unique(active_flat)) != n_blocks:
-        raise ValueError("the pattern has duplicate blocks")
-    k = min(k, n_positions - n_blocks)
-    if method == "static" or k <= 0:
-        return unchanged(rows, cols)
-
-    pruned = select_pruned(values, rows, cols, grid_shape, k)
-    kept = np.setdiff1d(np.arange(n_blocks), pruned)
-    if method == "rigl":
-        if dense_grad is None:
-            raise ValueError("rigl regrowth needs the dense gradient")
-        grown_flat = regrow_rigl(grid_scores(dense_grad, grid_shape, block_size), active_flat, k)
-    else:
-        if rng is None:
-            raise ValueError("random regrowth needs a numpy Generator")
-        grown_flat = regrow_random(n_positions, active_flat, k, rng)
-
-    new_flat = np.concatenate([active_flat[kept], grown_flat])
-    source = np.concatenate([kept, np.full(k, -1, dtype=np.int64)])
+    """The kept blocks (flat positions and old indices) plus the grown ones, sorted row-major."""
+    n_blocks = len(kept_flat) + len(grown_flat)
+    new_flat = np.concatenate([kept_flat, grown_flat])
+    source = np.concatenate([kept, np.full(len(grown_flat), -1, dtype=np.int64)])
     order = np.argsort(new_flat, kind="stable")
     new_flat = new_flat[order]
     assert len(new_flat) == n_blocks, "RigL must keep the number of non-zero blocks"
@@ -251,19 +195,8 @@ def update_pattern(
         rows=(new_flat // grid_shape[1]).astype(np.int32),
         cols=(new_flat % grid_shape[1]).astype(np.int32),
         source=source[order].astype(np.int64),
-        n_pruned=int(k),
+        n_pruned=len(grown_flat),
     )
-
-
-def initial_pattern(
-    grid_shape: tuple[int, int], n_blocks: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """n_blocks positions uniformly at random without replacement, sorted row-major."""
-    n_positions = grid_shape[0] * grid_shape[1]
-    if not 0 < n_blocks <= n_positions:
-        raise ValueError(f"cannot place {n_blocks} blocks on a grid of {n_positions}")
-    flat = np.sort(rng.choice(n_positions, size=n_blocks, replace=False))
-    return (flat // grid_shape[1]).astype(np.int32), (flat % grid_shape[1]).astype(np.int32)
 
 
 def block_count(density: float, n_in: int, n_out: int, block_size: int) -> int:

@@ -1,0 +1,162 @@
+"""The method registry: how a sparse layer's pattern changes at an update, one class per method.
+
+Following jaxpruner's SET/RigL split: `RandomRegrowth` (SET) prunes the smallest-magnitude blocks
+and regrows uniformly at random among the inactive positions; `RigL` overrides only the regrowth
+scores (the pooled |dense gradient|, so it needs the update step's dense gradient); `Static`
+never updates; `Dense` is what a model without sparse layers runs (nothing to update).
+Pure numpy: the pattern arithmetic lives in dynsparse.rigl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dynsparse import rigl
+from dynsparse.rigl import PatternUpdate
+
+
+class Method:
+    name: ClassVar[str]
+    updates: ClassVar[bool] = True  # whether the pattern changes at an update
+    needs_dense_grad: ClassVar[bool] = False  # whether the update step computes |Xᵀ·dY|
+
+    def regrow(
+        self,
+        active_flat: np.ndarray,
+        k: int,
+        grid_shape: tuple[int, int],
+        block_size: int,
+        dense_grad: np.ndarray | None,
+        rng: np.random.Generator | None,
+    ) -> np.ndarray:
+        """Flat grid positions of the k blocks to grow, none of them in `active_flat`."""
+        raise NotImplementedError
+
+    def update_pattern(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        values: np.ndarray,
+        *,
+        grid_shape: tuple[int, int],
+        block_size: int,
+        k: int,
+        dense_grad: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> PatternUpdate:
+        """One update of one layer: prune k blocks, regrow k blocks, keep N constant.
+
+        `k` is capped at the number of inactive positions (a layer denser than 1/(1+ratio)
+        cannot regrow as many as it would prune).
+        """
+        rows = np.asarray(rows)
+        cols = np.asarray(cols)
+        n_blocks = len(rows)
+        n_positions = grid_shape[0] * grid_shape[1]
+        active_flat = rigl.flat_positions(rows, cols, grid_shape)
+        if len(np.unique(active_flat)) != n_blocks:
+            raise ValueError("the pattern has duplicate blocks")
+        k = min(k, n_positions - n_blocks)
+        if not self.updates or k <= 0:
+            return rigl.unchanged(rows, cols)
+        pruned = rigl.select_pruned(values, rows, cols, grid_shape, k)
+        kept = np.setdiff1d(np.arange(n_blocks), pruned)
+        grown_flat = self.regrow(active_flat, k, grid_shape, block_size, dense_grad, rng)
+        return rigl.merge_pattern(active_flat[kept], kept, grown_flat, grid_shape)
+
+
+class RandomRegrowth(Method):
+    """SET: regrow uniformly at random (a persistent generator: it advances every update)."""
+
+    name = "random"
+
+    def regrow(
+        self,
+        active_flat: np.ndarray,
+        k: int,
+        grid_shape: tuple[int, int],
+        block_size: int,
+        dense_grad: np.ndarray | None,
+        rng: np.random.Generator | None,
+    ) -> np.ndarray:
+        if rng is None:
+            raise ValueError("random regrowth needs a numpy Generator")
+        return rigl.regrow_random(grid_shape[0] * grid_shape[1], active_flat, k, rng)
+
+
+class RigL(RandomRegrowth):
+    """RigL: regrow where the pooled |dense gradient| is largest, ties to the lowest position."""
+
+    name = "rigl"
+    needs_dense_grad = True
+
+    def regrow(
+        self,
+        active_flat: np.ndarray,
+        k: int,
+        grid_shape: tuple[int, int],
+        block_size: int,
+        dense_grad: np.ndarray | None,
+        rng: np.random.Generator | None,
+    ) -> np.ndarray:
+        if dense_grad is None:
+            raise ValueError("rigl regrowth needs the dense gradient")
+        scores = rigl.grid_scores(dense_grad, grid_shape, block_size)
+        return rigl.regrow_rigl(scores, active_flat, k)
+
+
+class Static(Method):
+    """The initial random pattern, never changed (records still taken at the update points)."""
+
+    name = "static"
+    updates = False
+
+
+class Dense(Static):
+    """A model without sparse layers, whatever its `method` setting says."""
+
+    name = "dense"
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (RigL(), RandomRegrowth(), Static(), Dense())}
+# The methods a sample may name in config.yaml (the schema's `method` enum).
+CONFIG_METHODS = ("rigl", "random", "static")
+
+
+def method_of(name: str, has_sparse_layers: bool = True) -> Method:
+    if not has_sparse_layers:
+        return METHODS["dense"]
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def update_layers(
+    sparse_layers: Sequence[Any],
+    optimizer: Any,
+    dense_grads: Sequence[np.ndarray] | None,
+    schedule_value: float,
+    prune_ratio: float,
+    method: Method,
+    regrow_rng: np.random.Generator,
+) -> None:
+    """One update of every sparse layer, in place: pattern, values and optimizer slots."""
+    for i, layer in enumerate(sparse_layers):
+        rows, cols, values = layer.pattern()
+        update = method.update_pattern(
+            rows,
+            cols,
+            values,
+            grid_shape=layer.grid_shape,
+            block_size=layer.block_size,
+            k=rigl.prune_count(layer.nnz, prune_ratio, schedule_value),
+            dense_grad=None if dense_grads is None else dense_grads[i],
+            rng=regrow_rng,
+        )
+        if update.changed:
+            layer.assign_pattern(update.rows, update.cols, update.gather(values))
+            optimizer.relayout(layer.values, update.gather)
+        assert layer.rows.shape[0] == layer.nnz == layer.values.shape[0], "nnz changed"

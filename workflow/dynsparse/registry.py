@@ -1,0 +1,200 @@
+"""The model registry: everything that differs between models, one class per model.
+
+An entry knows its settings class, the extra config checks beyond the schema, its learning-rate
+schedule, its resources for the cluster, how to label and measure its sparsity for the tables,
+and how to build its TensorFlow model. Adding a model means one module of layers (models.py or
+beside it) and one entry here. In the spirit of jaxpruner's `ALGORITHM_REGISTRY`.
+
+Importing this module is cheap (numpy only): TensorFlow is imported by `build` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+from dynsparse.blocks import N_CLASSES, N_PIXELS
+from dynsparse.settings import FCSettings, ModelSettings, TransformerSettings
+
+S = TypeVar("S", bound=ModelSettings)
+
+
+def _ceil_blocks(density: float, n_in: int, n_out: int, block: int) -> int:
+    return math.ceil(density * ((n_in // block) * (n_out // block)))
+
+
+class ModelEntry(Generic[S]):
+    """The model-specific parts, for a sample's typed settings `S`."""
+
+    name: ClassVar[str]
+    settings_class: type[S]
+    mem_mb: ClassVar[int]  # memory a training job asks the cluster for
+    minutes_per_epoch: ClassVar[int]  # runtime a training job asks for, per epoch, plus 10
+    bench_steps: ClassVar[int]  # training steps the training benchmark times
+
+    def parse(self, settings: Mapping[str, Any]) -> S:
+        return self.settings_class.from_dict(settings)  # type: ignore[attr-defined,no-any-return]
+
+    def runtime_min(self, settings: S) -> int:
+        return 10 + self.minutes_per_epoch * settings.epochs
+
+    def checks(self, settings: S) -> list[str]:
+        """Problems the schema cannot see (block sizes that do not divide a layer, ...)."""
+        raise NotImplementedError
+
+    def learning_rate(self, settings: S, epoch: int) -> float:
+        """The learning rate of `epoch` (0-based)."""
+        raise NotImplementedError
+
+    def is_dense(self, settings: S) -> bool:
+        raise NotImplementedError
+
+    def sparsity_label(self, settings: S) -> str:
+        raise NotImplementedError
+
+    def weight_density(self, settings: S) -> float:
+        """Nominal share of the weights held, over the layers that can be sparse."""
+        raise NotImplementedError
+
+    def bench_sparsity(self, settings: S, held_fraction: float) -> float:
+        """The sparsity the training benchmark reports, given the share of weights held."""
+        return 1.0 - held_fraction
+
+    def build(self, settings: S, dropout_rng: Any) -> Any:
+        """The model (a tf.Module: `layers`, `sparse_layers`, `prepare`, `record_extras`)."""
+        raise NotImplementedError
+
+
+class FCEntry(ModelEntry[FCSettings]):
+    name = "fc"
+    settings_class = FCSettings
+    mem_mb = 3000
+    minutes_per_epoch = 2
+    bench_steps = 400
+
+    def checks(self, settings: FCSettings) -> list[str]:
+        block, hidden = settings.block_size, settings.hidden_size
+        problems = []
+        if settings.densities[0] < 1:
+            for what, size in (("input size 784", N_PIXELS), ("hidden_size", hidden)):
+                if size % block:
+                    problems.append(
+                        f"block_size: {block} does not divide fc1's {what} ({size}); use a block "
+                        "size that divides both 784 and hidden_size"
+                    )
+        shapes = [(N_PIXELS, hidden, block), (hidden, N_CLASSES, 1)]
+        for (n_in, n_out, bs), density in zip(shapes, settings.densities, strict=True):
+            divides = not n_in % bs and not n_out % bs
+            if density < 1 and divides and _ceil_blocks(density, n_in, n_out, bs) < 1:
+                problems.append(f"density {density} leaves no block in a {n_in}x{n_out} layer")
+        return problems
+
+    def learning_rate(self, settings: FCSettings, epoch: int) -> float:
+        """None gives the original's: Adam 0.002·16/batch constant; Momentum and GradientDescent
+        0.02·16/batch stepped down at 20/40/60/80 % of training. A number replaces the base."""
+        base = settings.optimizer.learning_rate
+        if settings.optimizer.name == "Adam":
+            return (0.002 * 16 / settings.batch_size) if base is None else base
+        steps = (1.0, 0.5, 0.25, 0.05, 0.005)
+        start = (0.02 * 16 / settings.batch_size) if base is None else base
+        progress = epoch / settings.epochs
+        return start * steps[min(int(math.floor(progress / 0.2 + 1e-9)), 4)]
+
+    def is_dense(self, settings: FCSettings) -> bool:
+        return all(d >= 1.0 for d in settings.densities)
+
+    def sparsity_label(self, settings: FCSettings) -> str:
+        return "densities " + "/".join(f"{d:g}" for d in settings.densities)
+
+    def weight_density(self, settings: FCSettings) -> float:
+        hidden = settings.hidden_size
+        d1, d2 = settings.densities
+        return (d1 * N_PIXELS * hidden + d2 * hidden * N_CLASSES) / (
+            N_PIXELS * hidden + hidden * N_CLASSES
+        )
+
+    def build(self, settings: FCSettings, dropout_rng: Any) -> Any:
+        from dynsparse.models import FCModel
+
+        return FCModel(settings, dropout_rng)
+
+
+class TransformerEntry(ModelEntry[TransformerSettings]):
+    name = "transformer"
+    settings_class = TransformerSettings
+    mem_mb = 6000
+    minutes_per_epoch = 6
+    bench_steps = 40
+
+    def checks(self, settings: TransformerSettings) -> list[str]:
+        block = settings.block_size
+        if settings.sparsity == 0:
+            return []
+        widths = {
+            "hidden_size": settings.hidden_size,
+            "heads*qkv_size": settings.heads * settings.qkv_size,
+            "ff_size": settings.ff_size,
+        }
+        problems = [
+            f"block_size: {block} does not divide {name} ({width}); every sparse layer's sides "
+            "must be multiples of the block size"
+            for name, width in widths.items()
+            if width % block
+        ]
+        n_in, n_out, density = settings.hidden_size, settings.ff_size, 1 - settings.sparsity
+        divides = not n_in % block and not n_out % block
+        if divides and _ceil_blocks(density, n_in, n_out, block) < 1:
+            problems.append(f"density {density} leaves no block in a {n_in}x{n_out} layer")
+        return problems
+
+    def learning_rate(self, settings: TransformerSettings, epoch: int) -> float:
+        """None gives the original's 2e-3/batch, ×1, 0.5, 0.3, 0.1 at quarters of training."""
+        base = settings.optimizer.learning_rate
+        start = (2e-3 / settings.batch_size) if base is None else base
+        factors = (1.0, 0.5, 0.3, 0.1)
+        progress = epoch / settings.epochs
+        return start * factors[min(int(math.floor(progress / 0.25 + 1e-9)), 3)]
+
+    def is_dense(self, settings: TransformerSettings) -> bool:
+        return settings.sparsity <= 0.0
+
+    def sparsity_label(self, settings: TransformerSettings) -> str:
+        return f"sparsity {settings.sparsity:g}"
+
+    def weight_density(self, settings: TransformerSettings) -> float:
+        return 1.0 - settings.sparsity
+
+    def bench_sparsity(self, settings: TransformerSettings, held_fraction: float) -> float:
+        return settings.sparsity  # nominal: the padded head would blur the count
+
+    def build(self, settings: TransformerSettings, dropout_rng: Any) -> Any:
+        from dynsparse.models import TransformerModel
+
+        return TransformerModel(settings, dropout_rng)
+
+
+MODELS: dict[str, ModelEntry[Any]] = {
+    entry.name: entry for entry in (FCEntry(), TransformerEntry())
+}
+
+
+def model_entry(name: str) -> ModelEntry[Any]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def entry_of(settings: ModelSettings) -> ModelEntry[Any]:
+    return model_entry(settings.model)
+
+
+def parse_settings(model: str, settings: Mapping[str, Any]) -> ModelSettings:
+    """Typed settings of a `model` sample from their JSON form (validated by dynsparse.config)."""
+    parsed: ModelSettings = model_entry(model).parse(settings)
+    return parsed
+
+
+def parse_settings_json(model: str, text: str) -> ModelSettings:
+    return parse_settings(model, json.loads(text))
