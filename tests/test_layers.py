@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from dynsparse import rigl
+from dynsparse import blocks, rigl
 from dynsparse.blocks import to_dense
+from dynsparse.methods import METHODS
 
 tf = pytest.importorskip("tensorflow")
+
+
+def update_pattern(*args: Any, method: str, **kwargs: Any) -> rigl.PatternUpdate:
+    """One layer's update by the registered method `method`."""
+    return METHODS[method].update_pattern(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +105,7 @@ def test_sparse_forward_matches_dense_and_assign_pattern(loaded_ops, bs: int) ->
 
     handle = layer.values.handle
     grid = layer.grid_shape
-    update = rigl.update_pattern(
+    update = update_pattern(
         rows,
         cols,
         values,
@@ -131,7 +139,7 @@ def test_capture_gives_the_pre_bias_output_and_dense_grad(loaded_ops) -> None:
     np.testing.assert_allclose(dy.numpy(), 2 * y.numpy(), rtol=1e-5)
     pooled = layer.dense_grad(captured.x, dy).numpy()
     element = np.abs(x.numpy().T @ dy.numpy())
-    np.testing.assert_allclose(pooled, rigl.block_pool(element, 4, "SUM"), rtol=1e-4)
+    np.testing.assert_allclose(pooled, blocks.pool(element, 4, "SUM"), rtol=1e-4)
 
 
 # --- optimizers and slot re-layout -----------------------------------------------------------
@@ -144,7 +152,7 @@ def test_relayout_keeps_kept_state_and_zeroes_new(name: str) -> None:
     bs = 2
     grid = (6, 6)
     rng = np.random.default_rng(4)
-    rows, cols = rigl.initial_pattern(grid, 10, rng)
+    rows, cols = blocks.random_pattern(grid, 10, rng)
     values = tf.Variable(rng.normal(size=(10, bs, bs)).astype(np.float32))
     other = tf.Variable(np.ones(3, dtype=np.float32))
     optimizer = make_optimizer(name, [values, other], {"momentum": 0.9} if name != "Adam" else {})
@@ -158,7 +166,7 @@ def test_relayout_keeps_kept_state_and_zeroes_new(name: str) -> None:
         (optimizer.beta1_power.numpy(), optimizer.beta2_power.numpy()) if name == "Adam" else None
     )
 
-    update = rigl.update_pattern(
+    update = update_pattern(
         rows,
         cols,
         values.numpy(),
@@ -214,7 +222,18 @@ def test_optimizer_args_are_checked() -> None:
 
 
 def test_learning_rate_schedules() -> None:
-    from dynsparse.layers import learning_rate
+    import yaml
+    from dynsparse.registry import MODELS
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+
+    def learning_rate(
+        model: str, optimizer: str, base: float | None, epoch: int, epochs: int, batch: int
+    ) -> float:
+        defaults = config[model]["defaults"]
+        changes = {"optimizer": optimizer, "learning_rate": base, "epochs": epochs}
+        settings = MODELS[model].parse({**defaults, **changes, "batch_size": batch})
+        return MODELS[model].learning_rate(settings, epoch)
 
     assert learning_rate("fc", "Adam", None, 3, 10, 16) == pytest.approx(0.002)
     assert learning_rate("fc", "Adam", None, 3, 10, 64) == pytest.approx(0.0005)
@@ -261,20 +280,13 @@ def _fc_settings(**changes):
     return settings
 
 
-def _transformer_settings(**changes):
-    settings = {
-        "seed": 42,
-        "sparsity": 0.9,
-        "block_size": 1,
-        "pooling": "NONE",
-        "dropout": 0.1,
-        "hidden_size": 96,
-        "heads": 16,
-        "qkv_size": 32,
-        "ff_size": 48,
-    }
-    settings.update(changes)
-    return settings
+def _transformer_settings(**changes: Any) -> Any:
+    """config.yaml's transformer defaults (the original's sizes) with `changes`."""
+    import yaml
+    from dynsparse.registry import parse_settings
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    return parse_settings("transformer", {**config["transformer"]["defaults"], **changes})
 
 
 def test_transformer_layer_sizes_match_the_original() -> None:

@@ -22,8 +22,9 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
         ("ruff", "check", "workflow", "tests"),
         ("ruff", "format", "--check", "workflow", "tests"),
         ("snakefmt", "--check", "Snakefile", "rules"),
+        ("mypy",),
     ],
-    ids=["ruff-check", "ruff-format", "snakefmt"],
+    ids=["ruff-check", "ruff-format", "snakefmt", "mypy"],
 )
 def test_code_is_clean(command: tuple[str, ...]) -> None:
     result = _run(str(BIN / command[0]), *command[1:])

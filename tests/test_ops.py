@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from dynsparse import build, ops
-from dynsparse.selftest import block_pool
+from dynsparse.blocks import pool as block_pool
 
 
 def random_pattern(

@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from dynsparse import rigl
+from dynsparse import blocks, rigl
+from dynsparse.methods import METHODS
+
+
+def update_pattern(*args: Any, method: str, **kwargs: Any) -> rigl.PatternUpdate:
+    """One layer's update by the registered method `method`."""
+    return METHODS[method].update_pattern(*args, **kwargs)
 
 
 def test_rigl_module_does_not_import_tensorflow() -> None:
@@ -118,17 +125,17 @@ def test_prune_blocks_by_l1_norm() -> None:
 
 def test_block_pool_types() -> None:
     grad = np.arange(16, dtype=np.float64).reshape(4, 4)
-    np.testing.assert_array_equal(rigl.block_pool(grad, 2, "SUM"), [[10, 18], [42, 50]])
-    np.testing.assert_array_equal(rigl.block_pool(grad, 2, "AVG"), [[2.5, 4.5], [10.5, 12.5]])
-    np.testing.assert_array_equal(rigl.block_pool(grad, 2, "MAX"), [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(blocks.pool(grad, 2, "SUM"), [[10, 18], [42, 50]])
+    np.testing.assert_array_equal(blocks.pool(grad, 2, "AVG"), [[2.5, 4.5], [10.5, 12.5]])
+    np.testing.assert_array_equal(blocks.pool(grad, 2, "MAX"), [[5, 7], [13, 15]])
     with pytest.raises(ValueError):
-        rigl.block_pool(grad, 3, "SUM")
+        blocks.pool(grad, 3, "SUM")
 
 
 def test_grid_scores_pools_an_element_gradient_with_sum_and_passes_a_pooled_one() -> None:
     grad = np.random.default_rng(0).random((8, 4))
-    np.testing.assert_allclose(rigl.grid_scores(grad, (4, 2), 2), rigl.block_pool(grad, 2, "SUM"))
-    pooled = rigl.block_pool(grad, 2, "MAX")
+    np.testing.assert_allclose(rigl.grid_scores(grad, (4, 2), 2), blocks.pool(grad, 2, "SUM"))
+    pooled = blocks.pool(grad, 2, "MAX")
     np.testing.assert_array_equal(rigl.grid_scores(pooled, (4, 2), 2), pooled)
     np.testing.assert_array_equal(rigl.grid_scores(grad, (8, 4), 1), grad)
     with pytest.raises(ValueError):
@@ -165,7 +172,7 @@ def _layer(
     grid: tuple[int, int], n: int, bs: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    rows, cols = rigl.initial_pattern(grid, n, rng)
+    rows, cols = blocks.random_pattern(grid, n, rng)
     values = rng.normal(size=(n, bs, bs)).astype(np.float32)
     return rows, cols, values
 
@@ -180,10 +187,10 @@ def test_update_pattern_rigl_for_each_pooling(pooling: str, block_size: int) -> 
         grad = element_grad
         expected_scores = rigl.grid_scores(element_grad, grid, block_size)
     else:
-        grad = rigl.block_pool(element_grad, block_size, pooling)
+        grad = blocks.pool(element_grad, block_size, pooling)
         expected_scores = grad
     k = 4
-    update = rigl.update_pattern(
+    update = update_pattern(
         rows,
         cols,
         values,
@@ -211,9 +218,9 @@ def test_update_pattern_random_is_deterministic_and_advances_the_generator() -> 
     rows, cols, values = _layer(grid, 30, 1, seed=4)
     kwargs = dict(grid_shape=grid, block_size=1, k=8, method="random")
     rng = np.random.default_rng(7)
-    first = rigl.update_pattern(rows, cols, values, rng=rng, **kwargs)
-    second = rigl.update_pattern(rows, cols, values, rng=rng, **kwargs)
-    replay = rigl.update_pattern(rows, cols, values, rng=np.random.default_rng(7), **kwargs)
+    first = update_pattern(rows, cols, values, rng=rng, **kwargs)
+    second = update_pattern(rows, cols, values, rng=rng, **kwargs)
+    replay = update_pattern(rows, cols, values, rng=np.random.default_rng(7), **kwargs)
     np.testing.assert_array_equal(first.rows, replay.rows)
     np.testing.assert_array_equal(first.cols, replay.cols)
     assert not np.array_equal(
@@ -230,7 +237,7 @@ def test_static_and_zero_k_keep_the_pattern() -> None:
     grid = (4, 4)
     rows, cols, values = _layer(grid, 5, 1, seed=5)
     for method, k in (("static", 3), ("rigl", 0), ("random", 0)):
-        update = rigl.update_pattern(
+        update = update_pattern(
             rows, cols, values, grid_shape=grid, block_size=1, k=k, method=method
         )
         assert not update.changed
@@ -241,7 +248,7 @@ def test_static_and_zero_k_keep_the_pattern() -> None:
 def test_k_is_capped_by_the_free_positions() -> None:
     grid = (2, 2)
     rows, cols, values = _layer(grid, 3, 1, seed=6)
-    update = rigl.update_pattern(
+    update = update_pattern(
         rows,
         cols,
         values,
@@ -264,7 +271,7 @@ def test_gather_keeps_kept_values_and_slots_and_zeroes_new_blocks() -> None:
     adam_m = values * 0.5 + 1.0
     adam_v = np.abs(values) + 2.0
     grad = np.random.default_rng(9).random((16, 16))
-    update = rigl.update_pattern(
+    update = update_pattern(
         rows, cols, values, grid_shape=grid, block_size=bs, k=5, method="rigl", dense_grad=grad
     )
     old_positions = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols, strict=True))}
@@ -285,11 +292,11 @@ def test_gather_keeps_kept_values_and_slots_and_zeroes_new_blocks() -> None:
 
 
 def test_initial_pattern_is_unique_sorted_and_seeded() -> None:
-    rows, cols = rigl.initial_pattern((49, 20), 100, np.random.default_rng(1))
+    rows, cols = blocks.random_pattern((49, 20), 100, np.random.default_rng(1))
     flat = rigl.flat_positions(rows, cols, (49, 20))
     assert len(np.unique(flat)) == 100 and np.all(np.diff(flat) > 0)
     assert rows.dtype == np.int32 and rows.max() < 49 and cols.max() < 20
-    rows2, _ = rigl.initial_pattern((49, 20), 100, np.random.default_rng(1))
+    rows2, _ = blocks.random_pattern((49, 20), 100, np.random.default_rng(1))
     np.testing.assert_array_equal(rows, rows2)
 
 

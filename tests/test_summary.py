@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from dynsparse.report import markdown_html, markdown_page
 from dynsparse.summary import (
     SummaryOutputs,
@@ -17,23 +18,14 @@ from dynsparse.summary import (
 )
 from fake_records import fc_records, history_arrays, transformer_records, write_sample
 
-FC = {
-    "densities": [0.1, 0.3],
-    "hidden_size": 64,
-    "block_size": 1,
-    "pooling": "NONE",
-    "method": "rigl",
-    "updates_per_epoch": 5,
-    "batch_size": 16,
-    "epochs": 2,
-}
+CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+FC = {**CONFIG["fc"]["defaults"], "densities": [0.1, 0.3], "hidden_size": 64, "epochs": 2}
 TRANSFORMER = {
+    **CONFIG["transformer"]["defaults"],
     "sparsity": 0.5,
     "block_size": 4,
     "pooling": "SUM",
-    "method": "rigl",
     "updates_per_epoch": 2,
-    "batch_size": 32,
     "epochs": 2,
 }
 SAMPLES = [

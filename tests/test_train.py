@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from dynsparse.blocks import to_dense
 from dynsparse.records import HistoryBuilder, Records, RecordsBuilder, SparseLayerSpec
 from dynsparse.train import epoch_order, training_subset, update_batches
@@ -122,54 +124,40 @@ def mnist_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _generated_mnist(tmp_path_factory.mktemp("data") / "mnist.npz")
 
 
+CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+
+
 def fc_settings(**changes: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {
+    """config.yaml's FC defaults, shrunk to train in seconds on the generated data."""
+    small = {
         "seed": 3,
         "densities": [0.1, 0.5],
         "hidden_size": 32,
-        "block_size": 1,
-        "pooling": "NONE",
-        "method": "rigl",
-        "prune_ratio": 0.3,
         "updates_per_epoch": 3,
-        "cosine_schedule": {"zero_steps": 0, "phase_delay": 0.0, "period": 0.5},
-        "optimizer": "Adam",
-        "optimizer_args": {},
         "learning_rate": None,
         "batch_size": 32,
         "epochs": 2,
-        "droprate": 0.1,
-        "permute_input": "none",
-        "train_samples": None,
     }
-    settings.update(changes)
-    return settings
+    return {**CONFIG["fc"]["defaults"], **small, **changes}
 
 
 def transformer_settings(**changes: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {
+    """config.yaml's transformer defaults, shrunk to train in seconds on the generated data."""
+    small = {
         "seed": 5,
         "sparsity": 0.5,
         "block_size": 4,
         "pooling": "SUM",
-        "method": "rigl",
-        "prune_ratio": 0.3,
         "updates_per_epoch": 2,
-        "cosine_schedule": {"zero_steps": 0, "phase_delay": 0.0, "period": 0.5},
-        "optimizer": "Adam",
-        "optimizer_args": {},
         "learning_rate": 0.01,
         "batch_size": 32,
         "epochs": 2,
-        "dropout": 0.1,
         "hidden_size": 16,
         "heads": 2,
         "qkv_size": 8,
         "ff_size": 16,
-        "train_samples": None,
     }
-    settings.update(changes)
-    return settings
+    return {**CONFIG["transformer"]["defaults"], **small, **changes}
 
 
 def _train(model: str, settings: dict[str, Any], mnist: Path, ops: str, out: Path) -> dict:
@@ -317,8 +305,17 @@ def test_resume_after_kill_matches_an_uninterrupted_run(
     assert _train_in_subprocess(fc_settings(), mnist_file, ops_library, out) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_epoch"] == 1
-    assert "resumed from the checkpoint after epoch 1" in (tmp_path / "resumed.log").read_text()
+    log = (tmp_path / "resumed.log").read_text()
+    assert "resumed from the checkpoint after epoch 1" in log
+    # The first attempt's epoch, then the separator, then the resumed epoch.
+    first, separator, second = (
+        log.index("epoch 1/2:"),
+        log.index("= resumed"),
+        log.index("epoch 2/2:"),
+    )
+    assert first < separator < second
     _assert_same_results(fc_run, out)
+    _assert_one_board_without_duplicates(out, fc_run)
 
 
 def test_a_changed_config_does_not_resume(
@@ -330,6 +327,30 @@ def test_a_changed_config_does_not_resume(
     summary = _train("fc", fc_settings(epochs=1), mnist_file, ops_library, out)
     assert summary["resumed_from_epoch"] is None
     assert not (out / "checkpoints").exists()
+    log = (tmp_path / "changed.log").read_text()
+    assert "= resumed" not in log and log.count("epoch 1/1:") == 1
+    _assert_one_board_without_duplicates(out)
+
+
+def test_a_forced_rerun_keeps_one_event_file(
+    fc_run: Path, mnist_file: Path, ops_library: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "forced"
+    shutil.copytree(fc_run, out)
+    _train("fc", fc_settings(), mnist_file, ops_library, out)
+    _assert_one_board_without_duplicates(out, fc_run)
+
+
+def _assert_one_board_without_duplicates(out: Path, reference: Path | None = None) -> None:
+    """One event file, each (tag, step) once; the same steps as an uninterrupted run's."""
+    from dynsparse.board import EVENTS_GLOB, read_scalars
+
+    assert len(list((out / "tensorboard").glob(EVENTS_GLOB))) == 1
+    scalars = [(tag, step) for step, tag, _ in read_scalars(out / "tensorboard")]
+    assert scalars and len(set(scalars)) == len(scalars), "a step was written twice"
+    if reference is not None:
+        expected = [(tag, step) for step, tag, _ in read_scalars(reference / "tensorboard")]
+        assert sorted(scalars) == sorted(expected)
 
 
 def test_bench_training_measures_every_case(ops_library: str, tmp_path: Path) -> None:

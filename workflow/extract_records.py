@@ -3,29 +3,25 @@
 import logging
 
 from dynsparse.extract import extract_records
+from dynsparse.stage import stage_log
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    filemode="w",
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
-extracted = extract_records(
-    snakemake.input.records,
-    snakemake.input.history,
-    snakemake.output.connectivity,
-    snakemake.output.metrics,
-    snakemake.output.derived,
-)
-derived = extracted.derived
-logging.info(
-    "%s: %d records of layers %s (input layer %s)",
-    derived["model"],
-    len(derived["records"]),
-    derived["layers"],
-    derived["input_layer"],
-)
-for record in (derived["records"][0], derived["records"][-1]):
-    logging.info(
-        "update %d: %s", record["update_index"], record.get("pixels") or record.get("features")
+with stage_log(snakemake.log[0]):
+    extracted = extract_records(
+        snakemake.input.records,
+        snakemake.input.history,
+        snakemake.output.connectivity,
+        snakemake.output.metrics,
+        snakemake.output.derived,
     )
+    derived = extracted.derived
+    logging.info(
+        "%s: %d records of layers %s (input layer %s)",
+        derived["model"],
+        len(derived["records"]),
+        derived["layers"],
+        derived["input_layer"],
+    )
+    for record in (derived["records"][0], derived["records"][-1]):
+        logging.info(
+            "update %d: %s", record["update_index"], record.get("pixels") or record.get("features")
+        )

@@ -3,16 +3,12 @@
 import logging
 
 from dynsparse.data import MnistUnavailableError, fetch_mnist
+from dynsparse.stage import stage_log
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    filemode="w",
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
-try:
-    result = fetch_mnist(snakemake.params.data, snakemake.output[0])
-except MnistUnavailableError as error:
-    logging.error("%s", error)
-    raise
-logging.info("served by: %s", result.source)
+with stage_log(snakemake.log[0]):
+    try:
+        result = fetch_mnist(snakemake.params.data, snakemake.output[0])
+    except MnistUnavailableError as error:
+        logging.error("%s", error)
+        raise
+    logging.info("served by: %s", result.source)

@@ -3,19 +3,15 @@
 import logging
 
 from dynsparse.render import render_frames
+from dynsparse.stage import stage_log
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    filemode="w",
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
-frames = render_frames(
-    snakemake.input.connectivity,
-    snakemake.output.frames,
-    snakemake.output.comparison,
-    sample=snakemake.params.sample,
-    cmap=snakemake.params.cmap,
-    method=snakemake.params.get("method", "rigl"),
-)
-logging.info("wrote %d frames to %s", len(frames), snakemake.output.frames)
+with stage_log(snakemake.log[0]):
+    frames = render_frames(
+        snakemake.input.connectivity,
+        snakemake.output.frames,
+        snakemake.output.comparison,
+        sample=snakemake.params.sample,
+        cmap=snakemake.params.cmap,
+        method=snakemake.params.method,
+    )
+    logging.info("wrote %d frames to %s", len(frames), snakemake.output.frames)

@@ -2,27 +2,23 @@
 
 import logging
 
+from dynsparse.stage import stage_log
 from dynsparse.summary import SummaryOutputs, summarize
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    filemode="w",
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
-output = snakemake.output
-rows = summarize(
-    list(snakemake.input.summaries),
-    list(snakemake.input.histories),
-    SummaryOutputs(
-        table_csv=output.table_csv,
-        table_md=output.table_md,
-        accuracy_png=output.accuracy_png,
-        accuracy_svg=output.accuracy_svg,
-        curves_png=output.curves_png,
-        curves_svg=output.curves_svg,
-        table_html=output.get("table_html"),
-    ),
-    bench_paths=list(snakemake.input.get("bench", [])),
-)
-logging.info("summarised %d samples", len(rows))
+with stage_log(snakemake.log[0]):
+    output = snakemake.output
+    rows = summarize(
+        list(snakemake.input.summaries),
+        list(snakemake.input.histories),
+        SummaryOutputs(
+            table_csv=output.table_csv,
+            table_md=output.table_md,
+            accuracy_png=output.accuracy_png,
+            accuracy_svg=output.accuracy_svg,
+            curves_png=output.curves_png,
+            curves_svg=output.curves_svg,
+            table_html=output.get("table_html"),
+        ),
+        bench_paths=list(snakemake.input.get("bench", [])),
+    )
+    logging.info("summarised %d samples", len(rows))

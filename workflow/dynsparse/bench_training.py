@@ -99,12 +99,13 @@ def bench_case(
 
     from dynsparse.layers import make_optimizer
     from dynsparse.methods import METHODS, update_layers
+    from dynsparse.models import build_model
     from dynsparse.steps import StepFunctions
 
     entry = model_entry(case.model)
     settings = entry.parse({**base_settings.to_dict(), **case.changes})
     batch_size = settings.batch_size
-    model = entry.build(settings, tf.random.Generator.from_seed(settings.seed))
+    model = build_model(settings, tf.random.Generator.from_seed(settings.seed))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n_images, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
     x_train = tf.constant(model.prepare(images))

@@ -46,9 +46,11 @@ def to_mask(
 
 
 def pool(grad: np.ndarray, block_size: int, pooling: str) -> np.ndarray:
-    """Pool an element array [n_in, n_out] to the block grid [n_in/bs, n_out/bs]."""
-    if pooling not in POOLINGS[1:]:
-        raise ValueError(f"pooling must be one of {POOLINGS[1:]}, got {pooling!r}")
+    """Pool an element array [n_in, n_out] to the block grid [n_in/bs, n_out/bs] (NONE: as is)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling == "NONE":
+        return np.asarray(grad)
     n_in, n_out = grad.shape
     if n_in % block_size or n_out % block_size:
         raise ValueError(

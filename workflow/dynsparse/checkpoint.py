@@ -101,10 +101,11 @@ class CheckpointStore:
             shutil.rmtree(epoch_dir)
         epoch_dir.mkdir(parents=True)
         with atomic_path(self._records_chunk(host.epochs_done), suffix=".npz") as tmp:
-            np.savez(tmp, **records.arrays(start=records_before))
+            # Uncompressed (fast); numpy's stub types **arrays as its own keywords.
+            np.savez(tmp, **records.arrays(start=records_before))  # type: ignore[arg-type]
         self.variables.write(str(epoch_dir / "variables"))
         with atomic_path(epoch_dir / "history.npz", suffix=".npz") as tmp:
-            np.savez(tmp, **history.arrays())
+            np.savez(tmp, **history.arrays())  # type: ignore[arg-type]
         # Written last: its presence marks the checkpoint complete.
         write_json(epoch_dir / "state.json", {**host.to_json(), "records": len(records)})
         for older in self.directory.glob("epoch-*"):

@@ -25,17 +25,17 @@ import csv
 import io
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dynsparse.atomic import save_npz, write_json, write_text
-from dynsparse.records import HISTORY_STEP_KEYS
+from dynsparse.blocks import IMAGE_SIDE, N_PIXELS, load_npz
+from dynsparse.records import HISTORY_STEP_KEYS, Records
+from dynsparse.registry import MODELS
 
-IMAGE_SIDE = 28
-N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 # Density maps get at most this many cells a side: wide layers (QKV) stay readable, and a cell
 # pools enough weights that a 90%-sparse layer shows density, not salt and pepper.
 MAX_MAP_CELLS = 24
@@ -65,12 +65,7 @@ class SparseLayer:
         return int(self.rows.shape[1])
 
 
-def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
-
-
-def sparse_layers(records: Mapping[str, np.ndarray]) -> list[SparseLayer]:
+def sparse_layers(records: Mapping[str, np.ndarray] | Records) -> list[SparseLayer]:
     layers = []
     for name in np.asarray(records["layers"]).tolist():
         shape = tuple(int(v) for v in records[f"{name}/shape"])
@@ -159,15 +154,65 @@ class Extracted:
     derived: dict[str, Any]
 
 
-def extract_connectivity(records: Mapping[str, np.ndarray]) -> Extracted:
-    model = str(records["model"])
-    if model not in ("fc", "transformer"):
+def pixel_inputs(
+    records: Records, layers: list[SparseLayer], out: dict[str, np.ndarray], per_step: list[Any]
+) -> str | None:
+    """Connections per pixel of the input layer, in original pixel order: [S, 28, 28]."""
+    permutation = np.asarray(records.get("permutation", np.arange(N_PIXELS)), dtype=np.int64)
+    if sorted(permutation.tolist()) != list(range(N_PIXELS)):
+        raise ValueError("records' permutation is not a permutation of the 784 pixels")
+    inverse = np.argsort(permutation)  # original pixel p sits at input column inverse[p]
+    first = _input_layer(layers, N_PIXELS)
+    out["input_layer"] = np.array(first.name if first else "")
+    if first is not None:
+        shape = (len(records.update_index), IMAGE_SIDE, IMAGE_SIDE)
+        pixels = connections_per_input(first)[:, inverse].reshape(shape)
+        nonzero_pixels = nonzero_per_input(first)[:, inverse].reshape(shape)
+        out["connections_per_pixel"] = pixels.astype(np.int32)
+        out["nonzero_per_pixel"] = nonzero_pixels.astype(np.int32)
+        for s, entry in enumerate(per_step):
+            entry["pixels"] = _spread(pixels[s])
+            entry["pixels"]["unconnected_by_nonzero"] = int(
+                np.count_nonzero(nonzero_pixels[s] == 0)
+            )
+    return first.name if first else None
+
+
+def feature_inputs(
+    records: Records, layers: list[SparseLayer], out: dict[str, np.ndarray], per_step: list[Any]
+) -> str | None:
+    """Connections per input feature of the embedding: [S, padded_features]."""
+    input_features = int(records.get("input_features", np.array(IMAGE_SIDE)))
+    padded = int(records.get("padded_features", np.array(input_features)))
+    embedding = _input_layer(layers, padded)
+    out["embedding_layer"] = np.array(embedding.name if embedding else "")
+    out["input_features"] = np.array(input_features, dtype=np.int64)
+    out["padded_features"] = np.array(padded, dtype=np.int64)
+    if embedding is not None:
+        features = connections_per_input(embedding)
+        out["connections_per_feature"] = features.astype(np.int32)
+        out["nonzero_per_feature"] = nonzero_per_input(embedding).astype(np.int32)
+        for s, entry in enumerate(per_step):
+            entry["features"] = _spread(features[s, :input_features])
+            entry["features"]["padding_connections"] = int(features[s, input_features:].sum())
+    return embedding.name if embedding else None
+
+
+InputView = Callable[[Records, list[SparseLayer], dict[str, np.ndarray], list[Any]], str | None]
+# What a model's pictures show per input (the registry entry's `picture_inputs` names one).
+INPUT_VIEWS: dict[str, InputView] = {"pixels": pixel_inputs, "features": feature_inputs}
+
+
+def extract_connectivity(arrays: Mapping[str, np.ndarray] | Records) -> Extracted:
+    records = arrays if isinstance(arrays, Records) else Records(arrays)
+    model = records.model
+    if model not in MODELS:
         raise ValueError(f"records of unknown model {model!r}")
-    update_index = np.asarray(records["update_index"])
-    steps = np.asarray(records["step"])
+    update_index = records.update_index
+    steps = records.step
     if len(update_index) == 0:
         raise ValueError("records.npz holds no records (not even the initial pattern)")
-    n_updates = int(records["n_updates"])
+    n_updates = records.n_updates
     layers = sparse_layers(records)
     out: dict[str, np.ndarray] = {
         "model": np.array(model),
@@ -200,40 +245,7 @@ def extract_connectivity(records: Mapping[str, np.ndarray]) -> Extracted:
                 "changed_fraction": _finite_or_none(changed[s]),
             }
 
-    if model == "fc":
-        permutation = np.asarray(records.get("permutation", np.arange(N_PIXELS)), dtype=np.int64)
-        if sorted(permutation.tolist()) != list(range(N_PIXELS)):
-            raise ValueError("records' permutation is not a permutation of the 784 pixels")
-        inverse = np.argsort(permutation)  # original pixel p sits at input column inverse[p]
-        first = _input_layer(layers, N_PIXELS)
-        out["input_layer"] = np.array(first.name if first else "")
-        if first is not None:
-            shape = (len(update_index), IMAGE_SIDE, IMAGE_SIDE)
-            pixels = connections_per_input(first)[:, inverse].reshape(shape)
-            nonzero_pixels = nonzero_per_input(first)[:, inverse].reshape(shape)
-            out["connections_per_pixel"] = pixels.astype(np.int32)
-            out["nonzero_per_pixel"] = nonzero_pixels.astype(np.int32)
-            for s, entry in enumerate(per_step):
-                entry["pixels"] = _spread(pixels[s])
-                entry["pixels"]["unconnected_by_nonzero"] = int(
-                    np.count_nonzero(nonzero_pixels[s] == 0)
-                )
-        input_name = first.name if first else None
-    else:
-        input_features = int(records.get("input_features", IMAGE_SIDE))
-        padded = int(records.get("padded_features", input_features))
-        embedding = _input_layer(layers, padded)
-        out["embedding_layer"] = np.array(embedding.name if embedding else "")
-        out["input_features"] = np.array(input_features, dtype=np.int64)
-        out["padded_features"] = np.array(padded, dtype=np.int64)
-        if embedding is not None:
-            features = connections_per_input(embedding)
-            out["connections_per_feature"] = features.astype(np.int32)
-            out["nonzero_per_feature"] = nonzero_per_input(embedding).astype(np.int32)
-            for s, entry in enumerate(per_step):
-                entry["features"] = _spread(features[s, :input_features])
-                entry["features"]["padding_connections"] = int(features[s, input_features:].sum())
-        input_name = embedding.name if embedding else None
+    input_name = INPUT_VIEWS[MODELS[model].picture_inputs](records, layers, out, per_step)
 
     derived = {
         "model": model,
@@ -290,7 +302,7 @@ def extract_records(
     metrics_path: str | os.PathLike[str],
     derived_path: str | os.PathLike[str],
 ) -> Extracted:
-    extracted = extract_connectivity(load_npz(records_path))
+    extracted = extract_connectivity(Records.load(records_path))
     table = metrics_table(load_npz(history_path))
     save_npz(connectivity_path, **extracted.connectivity)
     write_text(metrics_path, table)

@@ -22,6 +22,7 @@ class Method:
     name: ClassVar[str]
     updates: ClassVar[bool] = True  # whether the pattern changes at an update
     needs_dense_grad: ClassVar[bool] = False  # whether the update step computes |Xᵀ·dY|
+    update_word: ClassVar[str] = "update"  # what the pictures call one of its updates
 
     def regrow(
         self,
@@ -72,6 +73,7 @@ class RandomRegrowth(Method):
     """SET: regrow uniformly at random (a persistent generator: it advances every update)."""
 
     name = "random"
+    update_word = "random-regrowth update"
 
     def regrow(
         self,
@@ -92,6 +94,7 @@ class RigL(RandomRegrowth):
 
     name = "rigl"
     needs_dense_grad = True
+    update_word = "RigL update"
 
     def regrow(
         self,

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from dynsparse.blocks import IMAGE_SIDE, N_CLASSES, N_PIXELS, round_up
 from dynsparse.layers import Captured, DenseLinear, SparseLinear
-from dynsparse.settings import FCSettings, TransformerSettings
+from dynsparse.settings import FCSettings, ModelSettings, TransformerSettings
 
 Linear = SparseLinear | DenseLinear
 
@@ -273,3 +273,15 @@ class TransformerModel(tf.Module):
 
         token_logits = self.head(x, capture)[..., :N_CLASSES]
         return tf.reduce_sum(token_logits, axis=1)
+
+
+MODEL_CLASSES: dict[str, type[FCModel] | type[TransformerModel]] = {
+    cls.model_name: cls for cls in (FCModel, TransformerModel)
+}
+
+
+def build_model(
+    settings: ModelSettings, dropout_rng: tf.random.Generator
+) -> FCModel | TransformerModel:
+    """The model of a sample (its class registered under the settings' model name)."""
+    return MODEL_CLASSES[settings.model](settings, dropout_rng)  # type: ignore[arg-type]

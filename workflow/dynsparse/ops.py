@@ -11,7 +11,9 @@ a second path gives a module without them, so `load_ops` loads from one absolute
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -84,8 +86,10 @@ def _snake_case(op_name: str) -> str:
 def _register_gradients() -> None:
     import tensorflow as tf
 
-    registrations = [lambda: tf.RegisterGradient("BsmmForward")(_bsmm_forward_grad)]
-    registrations += [lambda name=name: tf.no_gradient(name) for name in OP_NAMES[1:]]
+    registrations: list[Callable[[], Any]] = [
+        lambda: tf.RegisterGradient("BsmmForward")(_bsmm_forward_grad)
+    ]
+    registrations += [functools.partial(tf.no_gradient, name) for name in OP_NAMES[1:]]
     for register in registrations:
         # KeyError: already registered by another copy of this module (imported under two names),
         # whose gradient function is the same.

@@ -1,11 +1,13 @@
 """The model registry: everything that differs between models, one class per model.
 
 An entry knows its settings class, the extra config checks beyond the schema, its learning-rate
-schedule, its resources for the cluster, how to label and measure its sparsity for the tables,
-and how to build its TensorFlow model. Adding a model means one module of layers (models.py or
-beside it) and one entry here. In the spirit of jaxpruner's `ALGORITHM_REGISTRY`.
+schedule, its resources for the cluster, how to label and measure its sparsity for the tables and
+which inputs its connectivity pictures show. The TensorFlow model itself is the class of the same
+`model_name` in dynsparse.models (`build_model`), kept apart so that the picture and table stages,
+which import this module, do not depend on the model code. Adding a model means a settings class,
+a model class and one entry here. In the spirit of jaxpruner's `ALGORITHM_REGISTRY`.
 
-Importing this module is cheap (numpy only): TensorFlow is imported by `build` alone.
+Importing this module is cheap (numpy only, no TensorFlow): Snakefile parse time uses it.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ class ModelEntry(Generic[S]):
     mem_mb: ClassVar[int]  # memory a training job asks the cluster for
     minutes_per_epoch: ClassVar[int]  # runtime a training job asks for, per epoch, plus 10
     bench_steps: ClassVar[int]  # training steps the training benchmark times
+    # What the connectivity pictures show per input: a key of dynsparse.extract.INPUT_VIEWS.
+    picture_inputs: ClassVar[str]
 
     def parse(self, settings: Mapping[str, Any]) -> S:
-        return self.settings_class.from_dict(settings)  # type: ignore[attr-defined,no-any-return]
+        return self.settings_class.from_dict(settings)
 
     def runtime_min(self, settings: S) -> int:
         return 10 + self.minutes_per_epoch * settings.epochs
@@ -62,10 +66,6 @@ class ModelEntry(Generic[S]):
         """The sparsity the training benchmark reports, given the share of weights held."""
         return 1.0 - held_fraction
 
-    def build(self, settings: S, dropout_rng: Any) -> Any:
-        """The model (a tf.Module: `layers`, `sparse_layers`, `prepare`, `record_extras`)."""
-        raise NotImplementedError
-
 
 class FCEntry(ModelEntry[FCSettings]):
     name = "fc"
@@ -73,6 +73,7 @@ class FCEntry(ModelEntry[FCSettings]):
     mem_mb = 3000
     minutes_per_epoch = 2
     bench_steps = 400
+    picture_inputs = "pixels"  # the 28×28 image, the input permutation undone
 
     def checks(self, settings: FCSettings) -> list[str]:
         block, hidden = settings.block_size, settings.hidden_size
@@ -115,11 +116,6 @@ class FCEntry(ModelEntry[FCSettings]):
             N_PIXELS * hidden + hidden * N_CLASSES
         )
 
-    def build(self, settings: FCSettings, dropout_rng: Any) -> Any:
-        from dynsparse.models import FCModel
-
-        return FCModel(settings, dropout_rng)
-
 
 class TransformerEntry(ModelEntry[TransformerSettings]):
     name = "transformer"
@@ -127,6 +123,7 @@ class TransformerEntry(ModelEntry[TransformerSettings]):
     mem_mb = 6000
     minutes_per_epoch = 6
     bench_steps = 40
+    picture_inputs = "features"  # the 28 features of a row token (padding apart)
 
     def checks(self, settings: TransformerSettings) -> list[str]:
         block = settings.block_size
@@ -168,11 +165,6 @@ class TransformerEntry(ModelEntry[TransformerSettings]):
 
     def bench_sparsity(self, settings: TransformerSettings, held_fraction: float) -> float:
         return settings.sparsity  # nominal: the padded head would blur the count
-
-    def build(self, settings: TransformerSettings, dropout_rng: Any) -> Any:
-        from dynsparse.models import TransformerModel
-
-        return TransformerModel(settings, dropout_rng)
 
 
 MODELS: dict[str, ModelEntry[Any]] = {

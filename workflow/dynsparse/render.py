@@ -27,17 +27,14 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dynsparse.atomic import atomic_path, write_text  # noqa: E402
+from dynsparse.blocks import load_npz  # noqa: E402
+from dynsparse.methods import METHODS  # noqa: E402
+from dynsparse.registry import MODELS  # noqa: E402
 
 DPI = 100
 FC_FRAME_INCHES = (6.4, 4.8)  # 640 x 480, the original GIF's size
 TRANSFORMER_FRAME_INCHES = (8.0, 6.0)
 FRAME_PATTERN = "frame_{index:06d}.png"
-UPDATE_WORDS = {"rigl": "RigL update", "random": "random-regrowth update", "static": "update"}
-
-
-def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
 
 
 @dataclass(frozen=True)
@@ -47,9 +44,13 @@ class Frame:
     step: int
 
 
+def _update_word(method: str) -> str:
+    return METHODS[method].update_word if method in METHODS else "update"
+
+
 def figure_rgb(figure: Figure) -> np.ndarray:
     figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
 
 
 def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
@@ -67,7 +68,7 @@ def _frames(connectivity: Mapping[str, np.ndarray]) -> list[Frame]:
 
 
 def _progress(frame: Frame, n_updates: int, method: str) -> str:
-    return f"{UPDATE_WORDS.get(method, 'update')} {frame.update_index}/{n_updates}"
+    return f"{_update_word(method)} {frame.update_index}/{n_updates}"
 
 
 def _no_ticks(axes: plt.Axes) -> None:
@@ -186,7 +187,7 @@ def transformer_frame_renderer(
     has_features = "connections_per_feature" in connectivity
     figure = plt.figure(figsize=TRANSFORMER_FRAME_INCHES, dpi=DPI, layout="constrained")
     rows, columns = _grid(len(layers))
-    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 2])
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 2])  # type: ignore[misc]
     bars = None
     if has_features:
         features = np.asarray(connectivity["connections_per_feature"])
@@ -252,7 +253,7 @@ def transformer_initial_vs_final(
     maps = {name: np.asarray(connectivity[f"{name}/density_map"]) for name in layers}
     vmax = max(float(m.max()) for m in maps.values()) or 1.0
     figure = plt.figure(figsize=(12.0, 7.0), dpi=DPI, layout="constrained")
-    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1.6])
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1.6])  # type: ignore[misc]
     if "connections_per_feature" in connectivity:
         features = np.asarray(connectivity["connections_per_feature"])
         real = int(connectivity["input_features"])
@@ -309,10 +310,34 @@ def frames_index_html(sample: str, names: list[str]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Pictures:
+    """How one kind of model input is drawn: the frames, the comparison and whether it moves."""
+
+    frame_renderer: Callable[..., Callable[[Any], np.ndarray]]
+    initial_vs_final: Callable[..., np.ndarray]
+    changes: Callable[[Mapping[str, np.ndarray]], bool]
+
+
+# Keyed by the registry entry's `picture_inputs`.
+PICTURES = {
+    "pixels": Pictures(
+        fc_frame_renderer, fc_initial_vs_final, lambda c: "connections_per_pixel" in c
+    ),
+    "features": Pictures(
+        transformer_frame_renderer,
+        transformer_initial_vs_final,
+        lambda c: len(np.asarray(c["layers"])) > 0,
+    ),
+}
+
+
+def pictures_of(connectivity: Mapping[str, np.ndarray]) -> Pictures:
+    return PICTURES[MODELS[str(connectivity["model"])].picture_inputs]
+
+
 def has_pattern_pictures(connectivity: Mapping[str, np.ndarray]) -> bool:
-    if str(connectivity["model"]) == "fc":
-        return "connections_per_pixel" in connectivity
-    return len(np.asarray(connectivity["layers"])) > 0
+    return pictures_of(connectivity).changes(connectivity)
 
 
 def render_frames(
@@ -327,16 +352,12 @@ def render_frames(
     if cmap not in matplotlib.colormaps:
         raise ValueError(f"unknown colormap {cmap!r} (render.cmap); try magma, viridis, cividis")
     connectivity = load_npz(connectivity_path)
-    model = str(connectivity["model"])
+    pictures = pictures_of(connectivity)
     frames = _frames(connectivity)
-    if not has_pattern_pictures(connectivity):
+    if not pictures.changes(connectivity):
         frames = frames[:1]  # a dense model's picture does not change: one frame says it
-    if model == "fc":
-        renderer = fc_frame_renderer(connectivity, sample, cmap, method)
-        comparison = fc_initial_vs_final(connectivity, sample, cmap)
-    else:
-        renderer = transformer_frame_renderer(connectivity, sample, cmap, method)
-        comparison = transformer_initial_vs_final(connectivity, sample, cmap)
+    renderer = pictures.frame_renderer(connectivity, sample, cmap, method)
+    comparison = pictures.initial_vs_final(connectivity, sample, cmap)
 
     target = Path(frames_dir)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from dynsparse import ops
+from dynsparse.blocks import gather_blocks, pool, random_pattern
 
 UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
 RTOL = 1e-5
@@ -94,9 +96,7 @@ def random_blocks(
     rng: np.random.Generator, n_in: int, n_out: int, bs: int, nnz: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """nnz distinct block coordinates in random order (the ops must not rely on any order)."""
-    n_block_rows, n_block_cols = n_in // bs, n_out // bs
-    flat = rng.choice(n_block_rows * n_block_cols, size=nnz, replace=False)
-    return (flat // n_block_cols).astype(np.int32), (flat % n_block_cols).astype(np.int32)
+    return random_pattern((n_in // bs, n_out // bs), nnz, rng, sort=False)
 
 
 def fixed_blocks(n_in: int, n_out: int, bs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +150,7 @@ def case_data(case: MatmulCase) -> dict[str, np.ndarray]:
 # Comparisons
 
 
-def gamma(length: int, dtype: np.dtype) -> float:
+def gamma(length: int, dtype: Any) -> float:
     nu = length * UNIT_ROUNDOFF[np.dtype(dtype)]
     return nu / (1.0 - nu)
 
@@ -160,11 +160,8 @@ def elementwise_tolerance(
 ) -> np.ndarray:
     if exact:
         return np.zeros_like(reference, dtype=np.float64)
-    return (
-        ATOL
-        + RTOL * np.abs(reference.astype(np.float64))
-        + 2.0 * gamma(length, np.float32) * magnitude.astype(np.float64)
-    )
+    relative: np.ndarray = RTOL * np.abs(reference.astype(np.float64))
+    return ATOL + relative + 2.0 * gamma(length, np.float32) * magnitude.astype(np.float64)
 
 
 def compare(ours: np.ndarray, reference: np.ndarray, tolerance: np.ndarray) -> dict[str, Any]:
@@ -185,20 +182,6 @@ def compare(ours: np.ndarray, reference: np.ndarray, tolerance: np.ndarray) -> d
         "max_abs_error": float(error.max()) if error.size else 0.0,
         "error_over_tolerance": float(ratio.max()) if ratio.size else 0.0,
     }
-
-
-def block_pool(dense: np.ndarray, bs: int, pooling: str) -> np.ndarray:
-    if pooling == "NONE":
-        return dense
-    blocks = dense.reshape(dense.shape[0] // bs, bs, dense.shape[1] // bs, bs)
-    reducers = {"SUM": np.sum, "AVG": np.mean, "MAX": np.max}
-    return reducers[pooling](blocks, axis=(1, 3))
-
-
-def gather_blocks(dense: np.ndarray, rows: np.ndarray, cols: np.ndarray, bs: int) -> np.ndarray:
-    n_in, n_out = dense.shape
-    blocks = dense.reshape(n_in // bs, bs, n_out // bs, bs).transpose(0, 2, 1, 3)
-    return blocks[rows, cols]
 
 
 def run_matmul_case(case: MatmulCase) -> dict[str, dict[str, Any]]:
@@ -248,11 +231,11 @@ def run_matmul_case(case: MatmulCase) -> dict[str, dict[str, Any]]:
     abs_grad_ref = np.abs(dw_ref.astype(np.float64))
     for pooling in ops.POOLINGS:
         ours = ops.bsmm_dense_grad(x, dy, block_size=bs, pooling=pooling).numpy()
-        reference = block_pool(abs_grad_ref, bs, pooling)
+        reference = pool(abs_grad_ref, bs, pooling)
         if pooling == "MAX":
-            tolerance = block_pool(grad_tolerance, bs, "MAX")
+            tolerance = pool(grad_tolerance, bs, "MAX")
         else:
-            tolerance = block_pool(grad_tolerance, bs, pooling)
+            tolerance = pool(grad_tolerance, bs, pooling)
             if not exact:
                 tolerance = tolerance + gamma(bs * bs, np.float32) * reference
         checks[f"dense_grad_{pooling}"] = compare(ours, reference, tolerance)
@@ -644,7 +627,7 @@ def all_cases(quick: bool) -> list[Case]:
             CheckCase(
                 f"determinism_bs{bs}",
                 "determinism",
-                lambda bs=bs: determinism_checks(96, 512, 256, bs),
+                partial(determinism_checks, 96, 512, 256, bs),
             )
         )
     cases += error_cases()

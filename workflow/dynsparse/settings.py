@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,10 @@ class ModelSettings:
     # -- the JSON form -------------------------------------------------------------------------
 
     def _own_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> Self:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,8 +30,10 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dynsparse.atomic import atomic_path, write_text  # noqa: E402
+from dynsparse.blocks import load_npz  # noqa: E402
+from dynsparse.registry import model_entry  # noqa: E402
+from dynsparse.settings import ModelSettings  # noqa: E402
 
-FC_INPUTS, FC_CLASSES = 784, 10
 METHOD_ORDER = ("dense", "static", "random", "rigl")
 METHOD_COLOURS = {"dense": "#222222", "static": "#1f77b4", "random": "#ff7f0e", "rigl": "#d62728"}
 METHOD_LABELS = {"dense": "dense", "static": "static", "random": "random regrow", "rigl": "RigL"}
@@ -54,45 +56,30 @@ TABLE_COLUMNS = (
 MAX_BENCH_ROWS = 80
 
 
-def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
-
-
 @dataclass
 class SampleResult:
     model: str
     sample: str
-    settings: dict[str, Any]
+    settings: ModelSettings
     summary: dict[str, Any]
     history: dict[str, np.ndarray]
 
     @property
     def is_dense(self) -> bool:
-        if self.model == "fc":
-            return all(float(d) >= 1.0 for d in self.settings.get("densities", [1.0, 1.0]))
-        return float(self.settings.get("sparsity", 0.0)) <= 0.0
+        return bool(model_entry(self.model).is_dense(self.settings))
 
     @property
     def method(self) -> str:
-        return "dense" if self.is_dense else str(self.settings.get("method", "rigl"))
+        return "dense" if self.is_dense else self.settings.rigl.method
 
     @property
     def sparsity_setting(self) -> str:
-        if self.model == "fc":
-            return "densities " + "/".join(f"{float(d):g}" for d in self.settings["densities"])
-        return f"sparsity {float(self.settings['sparsity']):g}"
+        return str(model_entry(self.model).sparsity_label(self.settings))
 
     @property
     def weight_density(self) -> float:
         """Nominal share of the weights held, over the layers that can be sparse."""
-        if self.model == "fc":
-            hidden = int(self.settings.get("hidden_size", 320))
-            d1, d2 = (float(d) for d in self.settings["densities"])
-            return (d1 * FC_INPUTS * hidden + d2 * hidden * FC_CLASSES) / (
-                FC_INPUTS * hidden + hidden * FC_CLASSES
-            )
-        return 1.0 - float(self.settings["sparsity"])
+        return float(model_entry(self.model).weight_density(self.settings))
 
     @property
     def test_accuracy(self) -> np.ndarray:
@@ -106,7 +93,7 @@ class SampleResult:
             train_seconds = float(np.sum(self.history["train_seconds"]))
         throughput = summary.get("throughput_samples_per_second")
         if throughput is None and train_seconds:
-            batch_size = int(self.settings.get("batch_size", 1))
+            batch_size = self.settings.batch_size
             throughput = len(self.history["step"]) * batch_size / train_seconds
         nonzeros = summary.get("nonzero_weights")
         return {
@@ -115,9 +102,9 @@ class SampleResult:
             "method": self.method,
             "sparsity_setting": self.sparsity_setting,
             "weight_density": round(self.weight_density, 6),
-            "block_size": self.settings.get("block_size", ""),
-            "pooling": self.settings.get("pooling", "") if self.method == "rigl" else "",
-            "epochs": self.settings.get("epochs", ""),
+            "block_size": self.settings.block_size,
+            "pooling": self.settings.pooling if self.method == "rigl" else "",
+            "epochs": self.settings.epochs,
             "final_test_accuracy": float(accuracy[-1])
             if len(accuracy)
             else summary.get("final_test_accuracy"),
@@ -144,7 +131,7 @@ def load_results(
         sample = str(summary.get("sample") or folder.name)
         if Path(history_path).parent != folder:
             raise ValueError(f"{history_path} is not beside {summary_path}")
-        settings = summary.get("settings") or summary.get("config") or {}
+        settings = model_entry(model).parse(summary["settings"])
         results.append(SampleResult(model, sample, settings, summary, load_npz(history_path)))
     return sorted(
         results,
@@ -255,7 +242,7 @@ def _method_sort_key(method: str) -> int:
 
 def _series_label(result: SampleResult) -> str:
     label = METHOD_LABELS.get(result.method, result.method)
-    block = int(result.settings.get("block_size", 1) or 1)
+    block = result.settings.block_size
     return label if block == 1 or result.method == "dense" else f"{label}, block {block}"
 
 
@@ -319,7 +306,7 @@ def smoothed_accuracy(result: SampleResult) -> tuple[np.ndarray, np.ndarray]:
     accuracy = np.asarray(result.history["accuracy"], dtype=np.float64)
     steps = np.asarray(result.history["step"], dtype=np.int64)
     batches_per_epoch = result.summary.get("batches_per_epoch")
-    updates_per_epoch = int(result.settings.get("updates_per_epoch", 0) or 0)
+    updates_per_epoch = result.settings.rigl.updates_per_epoch
     if batches_per_epoch and updates_per_epoch:
         window = max(1, int(batches_per_epoch) // updates_per_epoch)
     else:

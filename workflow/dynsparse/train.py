@@ -126,12 +126,13 @@ class Trainer:
         import tensorflow as tf
 
         from dynsparse.layers import make_optimizer
+        from dynsparse.models import build_model
         from dynsparse.steps import StepFunctions
 
         self.settings, self.out, self.log = settings, out, log
         self.entry: ModelEntry[Any] = entry_of(settings)
         self.dropout_rng = tf.random.Generator.from_seed(settings.seed)
-        self.model = self.entry.build(settings, self.dropout_rng)
+        self.model = build_model(settings, self.dropout_rng)
         self.data = load_data(mnist_path, settings, self.model)
         self.batches_per_epoch = self.data.n_train // settings.batch_size
         if self.batches_per_epoch < 1:
@@ -148,7 +149,7 @@ class Trainer:
         self.sparse_layers = self.model.sparse_layers
         self.method: Method = method_of(settings.rigl.method, bool(self.sparse_layers))
         self.regrow_rng = np.random.default_rng([settings.seed, 3_000_017])
-        self.host = HostState(regrow_rng_state=self.regrow_rng.bit_generator.state)
+        self.host = HostState(regrow_rng_state=dict(self.regrow_rng.bit_generator.state))
         self.records = RecordsBuilder(
             model=settings.model,
             layers=[
@@ -227,7 +228,7 @@ class Trainer:
                 self.method,
                 self.regrow_rng,
             )
-        host.regrow_rng_state = self.regrow_rng.bit_generator.state
+        host.regrow_rng_state = dict(self.regrow_rng.bit_generator.state)
         self.records.add(host.updates_done, host.step, self.patterns())
         return {"pruned_fraction": host.pruned_fraction, **self.density_scalars()}
 
