@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,16 @@ def test_default_config_is_valid_and_resolves_every_sample(config: dict) -> None
     names = {(s.model, s.name) for s in samples}
     assert ("fc", "dense") in names and ("transformer", "rigl_s0.9") in names
     fc_dense = next(s for s in samples if (s.model, s.name) == ("fc", "dense"))
-    assert fc_dense.settings["densities"] == [1.0, 1.0]
-    assert fc_dense.settings["hidden_size"] == config["fc"]["defaults"]["hidden_size"]
+    assert fc_dense.settings.densities == (1.0, 1.0)
+    assert fc_dense.settings.hidden_size == config["fc"]["defaults"]["hidden_size"]
+    # The JSON form round-trips: params and summaries carry the resolved settings unchanged.
+    for sample in samples:
+        again = type(sample.settings).from_dict(json.loads(sample.settings_json))
+        assert again == sample.settings
+        resolved = resolve_sample(
+            config[sample.model]["defaults"], config[sample.model]["samples"][sample.name]
+        )
+        assert json.loads(sample.settings_json) == resolved
 
 
 def test_sample_override_merges_into_mappings() -> None:

@@ -1,7 +1,8 @@
 """End to end: the real workflow on the tiny config, then what a change reruns (and nothing more).
 
-The tests share one scratch copy of the repository and run in file order: the full run first,
-then dry runs after one edit each, every edit undone before the next test.
+The tests share one scratch copy of the repository on which the `workdir` fixture has run the
+whole workflow once; each test then dry-runs after one edit, undone before it returns, so the
+tests pass in any order or alone. The first test plans a run in a second, untouched copy.
 """
 
 from __future__ import annotations
@@ -36,8 +37,17 @@ def per_sample_jobs(wildcards: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def fresh_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch copy where nothing has run yet."""
+    return make_workdir(tmp_path_factory.mktemp("pipeline-fresh"), cached_mnist())
+
+
+@pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_workdir(tmp_path_factory.mktemp("pipeline"), cached_mnist())
+    """A scratch copy after one full run of the workflow."""
+    path = make_workdir(tmp_path_factory.mktemp("pipeline"), cached_mnist())
+    snakemake(path)
+    return path
 
 
 @pytest.fixture
@@ -47,8 +57,8 @@ def restore_config(workdir: Path) -> Iterator[dict]:
     write_config(workdir, original)
 
 
-def test_dry_run_lists_every_expected_job(workdir: Path) -> None:
-    assert planned_jobs(workdir) == sorted(
+def test_dry_run_lists_every_expected_job(fresh_workdir: Path) -> None:
+    assert planned_jobs(fresh_workdir) == sorted(
         [
             "all[]",
             "build_ops[]",
@@ -62,7 +72,6 @@ def test_dry_run_lists_every_expected_job(workdir: Path) -> None:
 
 
 def test_full_run_writes_every_output_and_a_report(workdir: Path) -> None:
-    snakemake(workdir)
     selftest = json.loads((workdir / "results/selftest/ops.json").read_text())
     assert selftest["passed"] and selftest["cases"]
     # Chance is 0.1; the tiny runs see a few thousand images once.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -51,6 +51,16 @@ class MatmulCase:
     nnz: int | None = None  # overrides density
     pattern: str = "random"  # random | sign_ones | fixed
     seed: int = 1
+    kind: ClassVar[str] = "matmul"
+
+    def params(self) -> dict[str, Any]:
+        params = asdict(self)
+        params.pop("name")
+        params["nnz"] = case_nnz(self) if self.pattern != "fixed" else None
+        return params
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        return run_matmul_case(self)
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,15 @@ class GradientCase:
     block_size: int
     nnz: int
     seed: int = 2
+    kind: ClassVar[str] = "numeric_gradient"
+
+    def params(self) -> dict[str, Any]:
+        params = asdict(self)
+        params.pop("name")
+        return params
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        return run_gradient_case(self)
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,13 @@ class ErrorCase:
     call: Callable[[], Any] = field(compare=False)
     message: str
     error: type[Exception] = tf.errors.InvalidArgumentError
+    kind: ClassVar[str] = "error"
+
+    def params(self) -> dict[str, Any]:
+        return {"expected_error": self.error.__name__, "expected_message": self.message}
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        return run_error_case(self)
 
 
 @dataclass(frozen=True)
@@ -82,7 +108,13 @@ class CheckCase:
 
     name: str
     kind: str
-    run: Callable[[], dict[str, dict[str, Any]]] = field(compare=False)
+    check: Callable[[], dict[str, dict[str, Any]]] = field(compare=False)
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        return self.check()
 
 
 Case = MatmulCase | GradientCase | ErrorCase | CheckCase
@@ -264,40 +296,30 @@ def run_gradient_case(case: GradientCase) -> dict[str, dict[str, Any]]:
     return checks
 
 
+def _raised(passed: bool, message: str, expected: str | None = None) -> dict[str, dict[str, Any]]:
+    check: dict[str, Any] = {
+        "passed": passed,
+        "max_abs_error": 0.0,
+        "error_over_tolerance": 0.0,
+        "message": message,
+    }
+    if expected is not None:
+        check["expected"] = expected
+    return {"raised": check}
+
+
 def run_error_case(case: ErrorCase) -> dict[str, dict[str, Any]]:
+    expected = f"{case.error.__name__}: {case.message}"
     try:
         case.call()
     except case.error as error:
         text = str(error)
         found = case.message in text
-        return {
-            "raised": {
-                "passed": found,
-                "max_abs_error": 0.0,
-                "error_over_tolerance": 0.0,
-                "message": text.splitlines()[0][:400] if text else "",
-                **({} if found else {"expected": case.message}),
-            }
-        }
+        first_line = text.splitlines()[0][:400] if text else ""
+        return _raised(found, first_line, None if found else case.message)
     except Exception as error:  # reported as a failed case
-        return {
-            "raised": {
-                "passed": False,
-                "max_abs_error": 0.0,
-                "error_over_tolerance": 0.0,
-                "message": f"{type(error).__name__}: {str(error)[:400]}",
-                "expected": f"{case.error.__name__}: {case.message}",
-            }
-        }
-    return {
-        "raised": {
-            "passed": False,
-            "max_abs_error": 0.0,
-            "error_over_tolerance": 0.0,
-            "message": "no error raised",
-            "expected": f"{case.error.__name__}: {case.message}",
-        }
-    }
+        return _raised(False, f"{type(error).__name__}: {str(error)[:400]}", expected)
+    return _raised(False, "no error raised", expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,159 +419,105 @@ def determinism_checks(batch: int, n_in: int, n_out: int, bs: int) -> dict[str, 
 # Error cases
 
 
+def _i32(*values: int) -> np.ndarray:
+    return np.array(values, np.int32)
+
+
+def _ones(*shape: int) -> np.ndarray:
+    return np.ones(shape, np.float32)
+
+
+# The defaults every error row changes one thing of: x [2, 16], two 4x4 blocks at (0,0), (1,0).
+_X, _VALUES, _ROWS, _COLS, _DY = _ones(2, 16), _ones(2, 4, 4), _i32(0, 1), _i32(0, 0), _ones(2, 8)
+
+
+def _forward(
+    x: Any = _X, values: Any = _VALUES, rows: Any = _ROWS, cols: Any = _COLS, **attrs: int
+) -> Any:
+    attrs = {"block_size": 4, "n_out": 8, **attrs}
+    return ops.loaded_ops().bsmm_forward(x, values, rows, cols, **attrs)
+
+
+@tf.function
+def _traced_forward(**changes: Any) -> Any:
+    return _forward(**changes)
+
+
+def _input_grad(dy: Any = _DY, rows: Any = _ROWS, cols: Any = _COLS, n_in: int = 16) -> Any:
+    return ops.loaded_ops().bsmm_input_grad(dy, _VALUES, rows, cols, block_size=4, n_in=n_in)
+
+
+def _values_grad(x: Any = _X, dy: Any = _DY, cols: Any = _COLS) -> Any:
+    return ops.loaded_ops().bsmm_values_grad(x, dy, _ROWS, cols, block_size=4)
+
+
+def _dense_grad(x: Any = _X, dy: Any = _DY, block_size: int = 4, pooling: str = "SUM") -> Any:
+    return ops.loaded_ops().bsmm_dense_grad(x, dy, block_size=block_size, pooling=pooling)
+
+
+_ERROR_CALLS: dict[str, Callable[..., Any]] = {
+    "forward": _forward,
+    "traced_forward": _traced_forward,
+    "input_grad": _input_grad,
+    "values_grad": _values_grad,
+    "dense_grad": _dense_grad,
+}
+_INVALID = tf.errors.InvalidArgumentError
+# (name, op, what differs from the defaults, expected message, expected error)
+ERROR_ROWS: tuple[tuple[str, str, dict[str, Any], str, type[Exception]], ...] = (
+    ("error_block_size_3", "forward", {"values": _ones(2, 3, 3), "block_size": 3, "n_out": 9},
+     "block_size must be one of 1, 4, 8, 16, got 3", _INVALID),
+    ("error_block_size_in_graph", "traced_forward",
+     {"values": _ones(2, 3, 3), "block_size": 3, "n_out": 9},
+     "block_size must be one of 1, 4, 8, 16, got 3", ValueError),
+    ("error_rows_out_of_range", "forward", {"rows": _i32(0, 4)},
+     "rows[1] = 4 is out of range [0, 4)", _INVALID),
+    ("error_rows_negative", "forward", {"rows": _i32(-1, 0)},
+     "rows[0] = -1 is out of range [0, 4)", _INVALID),
+    ("error_cols_out_of_range", "forward", {"cols": _i32(0, 2)},
+     "cols[1] = 2 is out of range [0, 2)", _INVALID),
+    ("error_duplicate_block", "forward",
+     {"values": _ones(3, 4, 4), "rows": _i32(1, 0, 1), "cols": _i32(1, 0, 1)},
+     "duplicate block (row 1, col 1) at positions 0 and 2", _INVALID),
+    ("error_too_many_blocks", "forward",
+     {"x": _ones(2, 4), "rows": _i32(0, 0), "cols": _i32(0, 0), "n_out": 4},
+     "2 blocks do not fit in a 1 x 1 block grid", _INVALID),
+    ("error_values_vs_rows", "forward", {"values": _ones(3, 4, 4)},
+     "values has 3 blocks but rows and cols have 2 entries", _INVALID),
+    ("error_rows_vs_cols", "forward", {"cols": _i32(0, 0, 1)},
+     "rows and cols must have one entry per block, got rows of length 2 and cols of length 3",
+     _INVALID),
+    ("error_values_block_shape", "forward", {"values": _ones(2, 8, 8)},
+     "values must have shape [nnz, block_size, block_size] = [nnz, 4, 4]", _INVALID),
+    ("error_n_in_not_divisible", "forward", {"x": _ones(2, 18)},
+     "n_in (x.shape[1]) = 18 is not divisible by block_size 4", _INVALID),
+    ("error_n_out_not_divisible", "forward", {"n_out": 10},
+     "n_out = 10 is not divisible by block_size 4", _INVALID),
+    ("error_x_rank", "forward", {"x": _ones(16)}, "x must have rank 2", _INVALID),
+    ("error_input_grad_duplicate", "input_grad", {"rows": _i32(1, 1)},
+     "BsmmInputGrad: duplicate block (row 1, col 0)", _INVALID),
+    ("error_input_grad_width", "input_grad", {"dy": _ones(2, 6)},
+     "n_out (dy.shape[1]) = 6 is not divisible by block_size 4", _INVALID),
+    ("error_input_grad_n_in", "input_grad", {"rows": _i32(0, 1), "n_in": 4},
+     "rows[1] = 1 is out of range [0, 1)", _INVALID),
+    ("error_values_grad_batch", "values_grad", {"x": _ones(3, 16)},
+     "x and dy must have the same number of rows (batch)", _INVALID),
+    ("error_values_grad_cols", "values_grad", {"cols": _i32(0, 5)},
+     "BsmmValuesGrad: cols[1] = 5 is out of range [0, 2)", _INVALID),
+    ("error_dense_grad_batch", "dense_grad", {"x": _ones(3, 16)},
+     "x and dy must have the same number of rows (batch)", _INVALID),
+    ("error_dense_grad_width", "dense_grad", {"dy": _ones(2, 6)},
+     "n_out (dy.shape[1]) = 6 is not divisible by block_size 4", _INVALID),
+    ("error_dense_grad_block_size", "dense_grad", {"block_size": 2},
+     "block_size must be one of 1, 4, 8, 16, got 2", _INVALID),
+    ("error_dense_grad_pooling", "dense_grad", {"pooling": "MEAN"}, "pooling", _INVALID),
+)  # fmt: skip
+
+
 def error_cases() -> list[ErrorCase]:
-    def module() -> Any:
-        return ops.loaded_ops()
-
-    f32 = np.float32
-    x = np.ones((2, 16), f32)
-    values = np.ones((2, 4, 4), f32)
-    r01 = np.array([0, 1], np.int32)
-    c00 = np.array([0, 0], np.int32)
-
-    def forward(
-        x: Any = x,
-        values: Any = values,
-        rows: Any = r01,
-        cols: Any = c00,
-        block_size: int = 4,
-        n_out: int = 8,
-    ) -> Any:
-        return module().bsmm_forward(x, values, rows, cols, block_size=block_size, n_out=n_out)
-
-    def input_grad(dy: Any, rows: Any = r01, cols: Any = c00, n_in: int = 16) -> Any:
-        return module().bsmm_input_grad(dy, values, rows, cols, block_size=4, n_in=n_in)
-
-    def values_grad(x: Any, dy: Any, rows: Any = r01, cols: Any = c00) -> Any:
-        return module().bsmm_values_grad(x, dy, rows, cols, block_size=4)
-
-    def dense_grad(x: Any, dy: Any, block_size: int = 4, pooling: str = "SUM") -> Any:
-        return module().bsmm_dense_grad(x, dy, block_size=block_size, pooling=pooling)
-
-    @tf.function
-    def traced_bad_block_size() -> Any:
-        return forward(values=np.ones((2, 3, 3), f32), block_size=3, n_out=9)
-
-    dy8 = np.ones((2, 8), f32)
     return [
-        ErrorCase(
-            "error_block_size_3",
-            lambda: forward(values=np.ones((2, 3, 3), f32), block_size=3, n_out=9),
-            "block_size must be one of 1, 4, 8, 16, got 3",
-        ),
-        ErrorCase(
-            "error_block_size_in_graph",
-            traced_bad_block_size,
-            "block_size must be one of 1, 4, 8, 16, got 3",
-            ValueError,
-        ),
-        ErrorCase(
-            "error_rows_out_of_range",
-            lambda: forward(rows=np.array([0, 4], np.int32)),
-            "rows[1] = 4 is out of range [0, 4)",
-        ),
-        ErrorCase(
-            "error_rows_negative",
-            lambda: forward(rows=np.array([-1, 0], np.int32)),
-            "rows[0] = -1 is out of range [0, 4)",
-        ),
-        ErrorCase(
-            "error_cols_out_of_range",
-            lambda: forward(cols=np.array([0, 2], np.int32)),
-            "cols[1] = 2 is out of range [0, 2)",
-        ),
-        ErrorCase(
-            "error_duplicate_block",
-            lambda: forward(
-                values=np.ones((3, 4, 4), f32),
-                rows=np.array([1, 0, 1], np.int32),
-                cols=np.array([1, 0, 1], np.int32),
-            ),
-            "duplicate block (row 1, col 1) at positions 0 and 2",
-        ),
-        ErrorCase(
-            "error_too_many_blocks",
-            lambda: forward(
-                x=np.ones((2, 4), f32),
-                values=np.ones((2, 4, 4), f32),
-                rows=np.array([0, 0], np.int32),
-                cols=np.array([0, 0], np.int32),
-                n_out=4,
-            ),
-            "2 blocks do not fit in a 1 x 1 block grid",
-        ),
-        ErrorCase(
-            "error_values_vs_rows",
-            lambda: forward(values=np.ones((3, 4, 4), f32)),
-            "values has 3 blocks but rows and cols have 2 entries",
-        ),
-        ErrorCase(
-            "error_rows_vs_cols",
-            lambda: forward(cols=np.array([0, 0, 1], np.int32)),
-            "rows and cols must have one entry per block, got rows of length 2 and cols of "
-            "length 3",
-        ),
-        ErrorCase(
-            "error_values_block_shape",
-            lambda: forward(values=np.ones((2, 8, 8), f32)),
-            "values must have shape [nnz, block_size, block_size] = [nnz, 4, 4]",
-        ),
-        ErrorCase(
-            "error_n_in_not_divisible",
-            lambda: forward(x=np.ones((2, 18), f32)),
-            "n_in (x.shape[1]) = 18 is not divisible by block_size 4",
-        ),
-        ErrorCase(
-            "error_n_out_not_divisible",
-            lambda: forward(n_out=10),
-            "n_out = 10 is not divisible by block_size 4",
-        ),
-        ErrorCase("error_x_rank", lambda: forward(x=np.ones((16,), f32)), "x must have rank 2"),
-        ErrorCase(
-            "error_input_grad_duplicate",
-            lambda: input_grad(dy8, rows=np.array([1, 1], np.int32)),
-            "BsmmInputGrad: duplicate block (row 1, col 0)",
-        ),
-        ErrorCase(
-            "error_input_grad_width",
-            lambda: input_grad(np.ones((2, 6), f32)),
-            "n_out (dy.shape[1]) = 6 is not divisible by block_size 4",
-        ),
-        ErrorCase(
-            "error_input_grad_n_in",
-            lambda: input_grad(dy8, rows=np.array([0, 1], np.int32), n_in=4),
-            "rows[1] = 1 is out of range [0, 1)",
-        ),
-        ErrorCase(
-            "error_values_grad_batch",
-            lambda: values_grad(np.ones((3, 16), f32), dy8),
-            "x and dy must have the same number of rows (batch)",
-        ),
-        ErrorCase(
-            "error_values_grad_cols",
-            lambda: values_grad(x, dy8, cols=np.array([0, 5], np.int32)),
-            "BsmmValuesGrad: cols[1] = 5 is out of range [0, 2)",
-        ),
-        ErrorCase(
-            "error_dense_grad_batch",
-            lambda: dense_grad(np.ones((3, 16), f32), dy8),
-            "x and dy must have the same number of rows (batch)",
-        ),
-        ErrorCase(
-            "error_dense_grad_width",
-            lambda: dense_grad(x, np.ones((2, 6), f32)),
-            "n_out (dy.shape[1]) = 6 is not divisible by block_size 4",
-        ),
-        ErrorCase(
-            "error_dense_grad_block_size",
-            lambda: dense_grad(x, dy8, block_size=2),
-            "block_size must be one of 1, 4, 8, 16, got 2",
-        ),
-        ErrorCase(
-            "error_dense_grad_pooling",
-            lambda: dense_grad(x, dy8, pooling="MEAN"),
-            "pooling",
-        ),
+        ErrorCase(name, partial(_ERROR_CALLS[op], **changes), message, error)
+        for name, op, changes, message, error in ERROR_ROWS
     ]
 
 
@@ -635,39 +603,14 @@ def all_cases(quick: bool) -> list[Case]:
 
 
 def case_kind(case: Case) -> str:
-    if isinstance(case, MatmulCase):
-        return "matmul"
-    if isinstance(case, GradientCase):
-        return "numeric_gradient"
-    if isinstance(case, ErrorCase):
-        return "error"
     return case.kind
-
-
-def case_params(case: Case) -> dict[str, Any]:
-    if isinstance(case, MatmulCase | GradientCase):
-        params = asdict(case)
-        params.pop("name")
-        if isinstance(case, MatmulCase):
-            params["nnz"] = case_nnz(case) if case.pattern != "fixed" else None
-        return params
-    if isinstance(case, ErrorCase):
-        return {"expected_error": case.error.__name__, "expected_message": case.message}
-    return {}
 
 
 def run_case(case: Case) -> CaseResult:
     """Run one case; exceptions other than an expected error count as a failure."""
     start = time.perf_counter()
     try:
-        if isinstance(case, MatmulCase):
-            checks = run_matmul_case(case)
-        elif isinstance(case, GradientCase):
-            checks = run_gradient_case(case)
-        elif isinstance(case, ErrorCase):
-            checks = run_error_case(case)
-        else:
-            checks = case.run()
+        checks = case.run()
         error = None
     except Exception as exception:  # reported in the result
         checks = {}
@@ -675,8 +618,8 @@ def run_case(case: Case) -> CaseResult:
     passed = error is None and bool(checks) and all(c["passed"] for c in checks.values())
     result: CaseResult = {
         "name": case.name,
-        "kind": case_kind(case),
-        "params": case_params(case),
+        "kind": case.kind,
+        "params": case.params(),
         "checks": checks,
         "max_abs_error": max((c["max_abs_error"] for c in checks.values()), default=0.0),
         "max_error_over_tolerance": max(
