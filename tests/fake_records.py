@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-IMAGE_SIDE = 28
-N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+from dynsparse.blocks import IMAGE_SIDE, N_PIXELS
 
 
 @dataclass

@@ -23,3 +23,21 @@ def test_every_stage_script_imports_only_existing_modules() -> None:
     for script in workflow.glob("*.py"):
         for module in library_modules(script, workflow / "dynsparse"):
             assert Path(module).is_file()
+
+
+def test_the_checkpoint_hash_covers_every_training_module() -> None:
+    from dynsparse.checkpoint import training_code_files
+
+    names = {path.name for path in training_code_files()}
+    expected = {"train.py", "steps.py", "models.py", "layers.py", "ops.py", "records.py"}
+    assert expected | {"rigl.py", "methods.py", "registry.py", "board.py"} <= names
+    assert "render.py" not in names and "summary.py" not in names
+
+
+def test_picture_and_table_stages_do_not_depend_on_the_model_code() -> None:
+    workflow = Path(__file__).resolve().parents[1] / "workflow"
+    for script in ("extract_records", "render_frames", "summarize"):
+        names = {
+            Path(m).name for m in library_modules(workflow / f"{script}.py", workflow / "dynsparse")
+        }
+        assert not names & {"models.py", "layers.py", "ops.py", "train.py"}, (script, names)

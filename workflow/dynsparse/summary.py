@@ -31,6 +31,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from dynsparse.atomic import atomic_path, write_text  # noqa: E402
 from dynsparse.blocks import load_npz  # noqa: E402
+from dynsparse.methods import METHODS  # noqa: E402
 from dynsparse.registry import model_entry  # noqa: E402
 from dynsparse.settings import ModelSettings  # noqa: E402
 
@@ -103,7 +104,8 @@ class SampleResult:
             "sparsity_setting": self.sparsity_setting,
             "weight_density": round(self.weight_density, 6),
             "block_size": self.settings.block_size,
-            "pooling": self.settings.pooling if self.method == "rigl" else "",
+            # Pooling only matters to a method that scores regrowth by the dense gradient.
+            "pooling": self.settings.pooling if METHODS[self.method].needs_dense_grad else "",
             "epochs": self.settings.epochs,
             "final_test_accuracy": float(accuracy[-1])
             if len(accuracy)
