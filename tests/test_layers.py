@@ -266,27 +266,22 @@ def test_block_input_permutation() -> None:
     )
 
 
-def _fc_settings(**changes):
-    settings = {
-        "seed": 1,
-        "densities": [0.1, 0.3],
-        "hidden_size": 32,
-        "block_size": 1,
-        "pooling": "NONE",
-        "droprate": 0.1,
-        "permute_input": "none",
-    }
-    settings.update(changes)
-    return settings
-
-
-def _transformer_settings(**changes: Any) -> Any:
-    """config.yaml's transformer defaults (the original's sizes) with `changes`."""
+def _settings(model: str, **changes: Any) -> Any:
+    """config.yaml's defaults of `model` with `changes`, typed."""
     import yaml
     from dynsparse.registry import parse_settings
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
-    return parse_settings("transformer", {**config["transformer"]["defaults"], **changes})
+    return parse_settings(model, {**config[model]["defaults"], **changes})
+
+
+def _fc_settings(**changes: Any) -> Any:
+    return _settings("fc", **{"hidden_size": 32, **changes})
+
+
+def _transformer_settings(**changes: Any) -> Any:
+    """The transformer defaults are the original's sizes."""
+    return _settings("transformer", **changes)
 
 
 def test_transformer_layer_sizes_match_the_original() -> None:

@@ -309,9 +309,9 @@ def test_resume_after_kill_matches_an_uninterrupted_run(
     assert "resumed from the checkpoint after epoch 1" in log
     # The first attempt's epoch, then the separator, then the resumed epoch.
     first, separator, second = (
-        log.index("epoch 1/2:"),
+        log.index("epoch 1/2: train loss"),
         log.index("= resumed"),
-        log.index("epoch 2/2:"),
+        log.index("epoch 2/2: train loss"),
     )
     assert first < separator < second
     _assert_same_results(fc_run, out)
@@ -328,7 +328,7 @@ def test_a_changed_config_does_not_resume(
     assert summary["resumed_from_epoch"] is None
     assert not (out / "checkpoints").exists()
     log = (tmp_path / "changed.log").read_text()
-    assert "= resumed" not in log and log.count("epoch 1/1:") == 1
+    assert "= resumed" not in log and log.count("epoch 1/1: train loss") == 1
     _assert_one_board_without_duplicates(out)
 
 
