@@ -361,7 +361,12 @@ def test_bench_training_measures_every_case(ops_library: str, tmp_path: Path) ->
         BenchCase("fc", "sparse", {"densities": [0.1, 0.5]}),
         BenchCase("transformer", "sparse_b4", {}),
     )
-    settings = {"fc": fc_settings(), "transformer": transformer_settings()}
+    from dynsparse.registry import parse_settings
+
+    settings = {
+        "fc": parse_settings("fc", fc_settings()),
+        "transformer": parse_settings("transformer", transformer_settings()),
+    }
     rows = bench_training(
         ops_library, 1, settings, lambda _: None, steps={"fc": 5, "transformer": 3}, cases=cases
     )
