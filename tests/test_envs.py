@@ -33,5 +33,7 @@ def test_runtime_pins_name_the_stack() -> None:
     requirements = _pins((ENVS / "requirements.txt").read_text().splitlines())
     assert requirements["tensorflow-cpu"] == "2.21.0"
     assert requirements["snakemake"].startswith("9.")
+    # TensorBoard ships in lockstep with TensorFlow: the same major.minor release.
+    assert requirements["tensorboard"].split(".")[:2] == requirements["tensorflow-cpu"].split(".")[:2]
     for name in ("numpy", "imageio", "pyyaml", "matplotlib", "tqdm"):
         assert name in requirements

@@ -85,6 +85,23 @@ def test_full_run_writes_every_output_and_a_report(workdir: Path) -> None:
     report = (workdir / "report.html").read_text()
     for name in ("table.html", "accuracy_vs_density.png", "curves.png", "connectivity.html"):
         assert name in report, name
+    assert_animations_render(workdir / "report.html", expected=2)
+
+
+def assert_animations_render(report: Path, expected: int) -> None:
+    """Each sample's page in the real report, opened in headless Chromium as a user would."""
+    from report_browser import Browser, find_chromium, report_results, show_result
+
+    if find_chromium() is None and not os.environ.get("DYNSPARSE_BROWSER_REQUIRED"):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with Browser() as browser:
+        browser.open(report)
+        pages = report_results(browser, "connectivity.html")
+        assert len(pages) == expected, pages
+        for page in pages:
+            shown = show_result(browser, page)
+            assert shown.all_images_decoded and len(shown.images) == 2, shown
+            assert shown.coloured_fraction > 0.05, shown
 
 
 def test_second_run_does_nothing(workdir: Path) -> None:

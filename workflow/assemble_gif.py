@@ -1,8 +1,9 @@
-"""Stage: frames/ to connectivity.gif (ImageMagick, else imageio) and its HTML wrapper."""
+"""Stage: frames/ to connectivity.gif (ImageMagick, else imageio) and the report's page."""
 
 import logging
 
-from dynsparse.gif import assemble_gif, write_gif_html
+from dynsparse.gif import assemble_gif
+from dynsparse.report import write_connectivity_page
 
 logging.basicConfig(
     filename=snakemake.log[0],
@@ -17,5 +18,13 @@ tool = assemble_gif(
     loop=int(snakemake.params.loop),
 )
 logging.info("GIF written by %s", tool)
-title = f"{snakemake.wildcards.model} / {snakemake.wildcards.sample}: connectivity over training"
-write_gif_html(snakemake.output.gif, snakemake.output.html, title)
+page = write_connectivity_page(
+    frames_dir=snakemake.input.frames,
+    comparison=snakemake.input.comparison,
+    gif=snakemake.output.gif,
+    page=snakemake.output.html,
+    title=f"{snakemake.wildcards.model} / {snakemake.wildcards.sample}: connectivity over training",
+    delay=int(snakemake.params.delay),
+    loop=int(snakemake.params.loop),
+)
+logging.info("report page: %s", page)
