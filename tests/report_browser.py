@@ -10,6 +10,7 @@ inside the iframe is inspected: every image's decoded size, and the screenshot's
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -174,10 +175,8 @@ class Browser:
         return frame["id"], frame.get("url", "")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._to_browser, json.dumps({"id": 0, "method": "Browser.close"}).encode())
-        except OSError:
-            pass
         try:
             self._process.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -213,9 +212,9 @@ def _coloured_fraction(screenshot: np.ndarray, rect: dict[str, float]) -> float:
 
 def show_result(browser: Browser, path: str, settle_s: float = 1.0) -> RenderedResult:
     """Show one result as the report's own result button does, and look at the iframe."""
+    key = json.dumps(path)
     browser.evaluate(
-        "app.setView({content: 'html', contentPath: results[%s].data_uri, resultPath: %s})"
-        % (json.dumps(path), json.dumps(path))
+        f"app.setView({{content: 'html', contentPath: results[{key}].data_uri, resultPath: {key}}})"
     )
     browser.wait_until("document.querySelector('iframe') !== null", "the result's iframe")
     deadline = time.monotonic() + browser.timeout_s

@@ -34,6 +34,7 @@ def test_runtime_pins_name_the_stack() -> None:
     assert requirements["tensorflow-cpu"] == "2.21.0"
     assert requirements["snakemake"].startswith("9.")
     # TensorBoard ships in lockstep with TensorFlow: the same major.minor release.
-    assert requirements["tensorboard"].split(".")[:2] == requirements["tensorflow-cpu"].split(".")[:2]
+    release = requirements["tensorflow-cpu"].split(".")[:2]
+    assert requirements["tensorboard"].split(".")[:2] == release
     for name in ("numpy", "imageio", "pyyaml", "matplotlib", "tqdm"):
         assert name in requirements

@@ -18,7 +18,8 @@ import imageio.v3 as iio
 import matplotlib
 import numpy as np
 import pytest
-from dynsparse.report import DATA_URL_LIMIT_BYTES, data_url_size, write_connectivity_page
+from dynsparse.gif import write_connectivity_page
+from dynsparse.report import DATA_URL_LIMIT_BYTES, data_url_size
 from report_browser import Browser, find_chromium, report_results, show_result
 
 if find_chromium() is None:
@@ -102,7 +103,7 @@ def test_the_page_shows_the_animation_and_the_comparison(
         assert report_results(browser, "connectivity.html") == ["fc/full/connectivity.html"]
         shown = show_result(browser, "fc/full/connectivity.html")
     assert shown.frame_url.startswith("data:text/html")
-    sizes = {image["alt"]: (image["naturalWidth"], image["naturalHeight"]) for image in shown.images}
+    sizes = {i["alt"]: (i["naturalWidth"], i["naturalHeight"]) for i in shown.images}
     assert sizes == {
         "connectivity over training": (640, 480),
         "initial versus final connectivity": (1200, 420),

@@ -2,8 +2,7 @@
 
 import logging
 
-from dynsparse.gif import assemble_gif
-from dynsparse.report import write_connectivity_page
+from dynsparse.gif import assemble_gif, write_connectivity_page
 
 logging.basicConfig(
     filename=snakemake.log[0],

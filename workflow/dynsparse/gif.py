@@ -3,7 +3,7 @@
 Both paths use the same delay (hundredths of a second per frame, ImageMagick's unit) and loop
 count (0 = forever). The report does not show GIFs inline and a browser refuses a page of several
 megabytes from a `data:` URL, so `report_animation` makes a lossless animated WebP of the frames
-that fits a size budget, for the page `dynsparse.report.connectivity_page` embeds.
+that fits a size budget, and `write_connectivity_page` puts it in the report's page of the sample.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from dynsparse.atomic import atomic_path
+from dynsparse.atomic import atomic_path, write_text
+from dynsparse.report import (
+    DATA_URL_LIMIT_BYTES,
+    animation_budget,
+    connectivity_page,
+    data_url_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +184,35 @@ def report_animation(
             f"budget of {budget_bytes}; render smaller frames"
         )
     return ReportAnimation(webp, step, len(chosen), len(frames))
+
+
+def write_connectivity_page(
+    frames_dir: str | os.PathLike[str],
+    comparison: str | os.PathLike[str],
+    gif: str | os.PathLike[str],
+    page: str | os.PathLike[str],
+    title: str,
+    delay: int,
+    loop: int,
+) -> str:
+    """Write the report page of one sample; return a line saying what it holds."""
+    comparison_png = Path(comparison).read_bytes()
+    animation = report_animation(frames_dir, delay, loop, animation_budget(title, comparison_png))
+    shown = (
+        f"all {animation.frames_total} frames"
+        if animation.frame_step == 1
+        else f"every {animation.frame_step}th of {animation.frames_total} frames "
+        f"({animation.frames_shown} shown, the last included) to fit the report"
+    )
+    animation_note = (
+        f"Connectivity after each recorded update: {shown}, {delay / 100:g} s each. "
+        f"Every frame, full size: {Path(gif).name} and frames/ in the sample's results folder."
+    )
+    comparison_note = f"Before training and after the last update ({Path(comparison).name})."
+    text = connectivity_page(title, animation.webp, comparison_png, animation_note, comparison_note)
+    write_text(page, text)
+    size = len(text.encode())
+    return (
+        f"{size} bytes ({data_url_size(size)} as the report's data: URL; limit "
+        f"{DATA_URL_LIMIT_BYTES}), WebP {len(animation.webp)} bytes, {shown}"
+    )

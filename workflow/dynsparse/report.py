@@ -2,7 +2,8 @@
 
 `markdown_page` renders the small Markdown subset our own tables use (headings, paragraphs,
 pipe tables, `code`), so no Markdown package is needed. `connectivity_page` holds a sample's
-animation (made small enough by `dynsparse.gif.report_animation`) beside its initial-versus-final
+animation (made small enough by `dynsparse.gif.report_animation`, written by
+`dynsparse.gif.write_connectivity_page`) beside its initial-versus-final
 figure; the frames index is written by `dynsparse.render`.
 """
 
@@ -11,11 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 import re
-from pathlib import Path
-
-from dynsparse.atomic import write_text
 
 STYLE = (
     "body{font-family:sans-serif;margin:1em}"
@@ -117,37 +114,3 @@ def animation_budget(title: str, comparison_png: bytes, notes_bytes: int = 2000)
     """Bytes the WebP may take so that the whole page stays within PAGE_BUDGET_BYTES."""
     frame = len(connectivity_page(title, b"", comparison_png, "", "").encode()) + notes_bytes
     return max(0, (PAGE_BUDGET_BYTES - frame) * 3 // 4)
-
-
-def write_connectivity_page(
-    frames_dir: str | os.PathLike[str],
-    comparison: str | os.PathLike[str],
-    gif: str | os.PathLike[str],
-    page: str | os.PathLike[str],
-    title: str,
-    delay: int,
-    loop: int,
-) -> str:
-    """Write the report page of one sample; return a line saying what it holds."""
-    from dynsparse.gif import report_animation
-
-    comparison_png = Path(comparison).read_bytes()
-    animation = report_animation(frames_dir, delay, loop, animation_budget(title, comparison_png))
-    shown = (
-        f"all {animation.frames_total} frames"
-        if animation.frame_step == 1
-        else f"every {animation.frame_step}th of {animation.frames_total} frames "
-        f"({animation.frames_shown} shown, the last included) to fit the report"
-    )
-    animation_note = (
-        f"Connectivity after each recorded update: {shown}, {delay / 100:g} s each. "
-        f"Every frame, full size: {Path(gif).name} and frames/ in the sample's results folder."
-    )
-    comparison_note = f"Before training and after the last update ({Path(comparison).name})."
-    text = connectivity_page(title, animation.webp, comparison_png, animation_note, comparison_note)
-    write_text(page, text)
-    size = len(text.encode())
-    return (
-        f"{size} bytes ({data_url_size(size)} as the report's data: URL; limit "
-        f"{DATA_URL_LIMIT_BYTES}), WebP {len(animation.webp)} bytes, {shown}"
-    )
