@@ -1,4 +1,5 @@
-"""Stage: write data/mnist.npz (Keras layout) from the first source that passes its checks."""
+"""Stage: write data/mnist.npz (Keras layout) from the first source that passes its checks, and
+record its sha256 beside it (data/mnist.npz.sha256)."""
 
 import logging
 
@@ -11,7 +12,7 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(name)s: %(message)s",
 )
 try:
-    result = fetch_mnist(snakemake.params.data, snakemake.output[0])
+    result = fetch_mnist(snakemake.params.data, snakemake.output.mnist)
 except MnistUnavailableError as error:
     logging.error("%s", error)
     raise

@@ -7,6 +7,7 @@ import json
 import traceback
 from pathlib import Path
 
+from dynsparse.integrity import verify_mnist
 from dynsparse.train import OUTPUT_NAMES, train_sample
 
 out_dir = Path(snakemake.output.summary).parent
@@ -19,7 +20,7 @@ with open(snakemake.log[0], "w") as log:
         train_sample(
             model_name=snakemake.wildcards.model,
             settings=json.loads(snakemake.params.settings),
-            mnist_path=snakemake.input.mnist,
+            mnist_path=verify_mnist(snakemake.params.mnist),
             ops_path=snakemake.input.ops,
             out_dir=out_dir,
             threads=snakemake.threads,
