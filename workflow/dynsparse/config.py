@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,26 @@ def _where(path: Any) -> str:
     return "/".join(str(part) for part in path) or "(top level)"
 
 
-def _schema_errors(instance: Any, schema: dict[str, Any], prefix: str) -> list[str]:
+# Where a key path was set ("config.yaml", "my.yaml:12"): dynsparse.configload.ConfigFiles.origin.
+Origin = Callable[[Sequence[Any]], str]
+
+
+def _in_config_yaml(path: Sequence[Any]) -> str:
+    return "config.yaml"
+
+
+def _schema_errors(
+    instance: Any,
+    schema: dict[str, Any],
+    prefix: str,
+    origin: Origin = _in_config_yaml,
+    base: Sequence[Any] = (),
+) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     messages = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
-        messages.append(f"{prefix}{_where(error.absolute_path)}: {error.message}")
+        where = origin([*base, *error.absolute_path])
+        messages.append(f"{where}: {prefix}{_where(error.absolute_path)}: {error.message}")
     return messages
 
 
@@ -161,11 +177,11 @@ def _min_blocks_check(model: str, settings: dict[str, Any]) -> list[str]:
     return problems
 
 
-def validate_config(config: dict[str, Any]) -> list[Sample]:
+def validate_config(config: dict[str, Any], origin: Origin = _in_config_yaml) -> list[Sample]:
     """Check the whole config; return every sample resolved, or raise one ConfigError listing all
-    problems (each naming the model, the sample and the key)."""
+    problems (each naming the file it came from, the model, the sample and the key)."""
     schema = load_schema()
-    problems = _schema_errors(config, schema, "config.yaml: ")
+    problems = _schema_errors(config, schema, "", origin)
     if problems:
         raise ConfigError(_format(problems))
     samples: list[Sample] = []
@@ -174,17 +190,24 @@ def validate_config(config: dict[str, Any]) -> list[Sample]:
         settings_schema = _subschema(schema, f"{model}_settings")
         for name, overrides in section["samples"].items():
             settings = resolve_sample(section["defaults"], overrides)
-            prefix = f"config.yaml: {model} sample '{name}': "
-            sample_problems = _schema_errors(settings, settings_schema, prefix)
+            prefix = f"{model} sample '{name}': "
+            sample_path = (model, "samples", name)
+            sample_problems = _schema_errors(
+                settings, settings_schema, prefix, origin, base=sample_path
+            )
             if not sample_problems:
                 checks = _fc_layer_checks if model == "fc" else _transformer_layer_checks
-                sample_problems = [prefix + p for p in checks(settings)]
-                sample_problems += [prefix + p for p in _min_blocks_check(model, settings)]
+                at_block = f"{origin([*sample_path, 'block_size'])}: {prefix}"
+                density = "densities" if model == "fc" else "sparsity"
+                at_density = f"{origin([*sample_path, density])}: {prefix}"
+                sample_problems = [at_block + p for p in checks(settings)]
+                sample_problems += [at_density + p for p in _min_blocks_check(model, settings)]
             problems += sample_problems
             samples.append(Sample(model=model, name=name, settings=settings))
     if not samples and not problems:
         problems.append(
-            "config.yaml: no samples: add at least one under fc/samples or transformer/samples"
+            f"{origin(['fc'])}: no samples: add at least one under fc/samples or "
+            "transformer/samples"
         )
     if problems:
         raise ConfigError(_format(problems))
