@@ -43,6 +43,10 @@ TENSORBOARD_PORT ?= 6006
 tensorboard: $(VENV)/.installed-run
 	$(BIN)/tensorboard --logdir results --port $(TENSORBOARD_PORT)
 
+# The README's results and benchmark tables, from the last run's results/ (never typed by hand).
+readme: $(VENV)/.installed-run
+	PYTHONPATH=workflow $(BIN)/python -m dynsparse.readme README.md results
+
 rulegraph: $(VENV)/.installed-run
 	$(BIN)/snakemake --rulegraph mermaid-js > docs/rulegraph.mmd
 
