@@ -150,8 +150,9 @@ def build_id(cxxflags: str, tensorflow_version: str) -> str:
 
 def install_library(built: Path, output: Path) -> str:
     """Move the freshly linked `built` onto `output` in one rename, unless `output` already holds
-    the same bytes: then the old file stays, time stamp and all. Until this point the last good
-    library is untouched, so a failed build never leaves a broken or missing one behind."""
+    the same bytes: then the old file stays (a process that has it loaded keeps a valid file).
+    Until this point the last good library is untouched, so a failed build never leaves a broken
+    or missing one behind."""
     if output.is_file() and filecmp.cmp(built, output, shallow=False):
         built.unlink()
         return f"{output} is byte-identical to the new build; kept the existing file"
