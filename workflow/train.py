@@ -15,12 +15,13 @@ for key, name in OUTPUT_NAMES.items():
     if Path(snakemake.output[key]) != out_dir / name:
         raise ValueError(f"output {key} must be {out_dir / name}, got {snakemake.output[key]}")
 
+mnist = verify_mnist(snakemake.params.mnist)  # says which file, both hashes and the fix, once
 with open(snakemake.log[0], "w") as log:
     try:
         train_sample(
             model_name=snakemake.wildcards.model,
             settings=json.loads(snakemake.params.settings),
-            mnist_path=verify_mnist(snakemake.params.mnist),
+            mnist_path=mnist,
             ops_path=snakemake.input.ops,
             out_dir=out_dir,
             threads=snakemake.threads,
