@@ -4,7 +4,7 @@ VENV ?= .venv
 CORES ?= 4
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format report rulegraph noop-benchmark clean
+.PHONY: run test lint format report rulegraph noop-benchmark tensorboard readme clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, found " + sys.version' 
@@ -38,6 +38,15 @@ format: $(VENV)/.installed-test
 
 report: $(VENV)/.installed-run
 	$(BIN)/snakemake --report report.html
+
+# Every sample's event files (results/<model>/<sample>/tensorboard), one run per sample.
+TENSORBOARD_PORT ?= 6006
+tensorboard: $(VENV)/.installed-run
+	$(BIN)/tensorboard --logdir results --port $(TENSORBOARD_PORT)
+
+# The README's results and benchmark tables, from the last run's results/ (never typed by hand).
+readme: $(VENV)/.installed-run
+	PYTHONPATH=workflow $(BIN)/python -m dynsparse.readme README.md results
 
 rulegraph: $(VENV)/.installed-run
 	$(BIN)/snakemake --rulegraph mermaid-js > docs/rulegraph.mmd

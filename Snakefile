@@ -5,6 +5,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+include: "rules/configload.smk"
+
+
 configfile: "config.yaml"
 
 
@@ -17,6 +20,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/pictures.smk"
 include: "rules/bench.smk"
+include: "rules/targets.smk"
 
 
 rule all:

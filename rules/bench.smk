@@ -1,6 +1,6 @@
 rule bench_ops:
     input:
-        lib=rules.build_ops.output.lib,
+        lib=OPS_LIBRARY,
         selftest="results/selftest/ops.json",
         code=library("bench_ops"),
     output:
@@ -30,7 +30,7 @@ rule bench_ops:
 
 rule bench_training:
     input:
-        lib=rules.build_ops.output.lib,
+        lib=OPS_LIBRARY,
         selftest="results/selftest/ops.json",
         code=library("bench_training"),
     output:

@@ -20,9 +20,15 @@ from dynsparse.config import (
 from dynsparse.registry import MODELS
 
 try:
-    check_config_files(workflow.configfiles)
-    SAMPLES = {(s.model, s.name): s for s in validate_config(config)}
-except ConfigError as error:
+    # Snakemake's order: config.yaml, then each --configfile (whose values win).
+    _overrides = [Path(f).resolve() for f in workflow.overwrite_configfiles]
+    _config_files = [f for f in workflow.configfiles if Path(f).resolve() not in _overrides]
+    _config_files += _overrides
+    check_config_files(_config_files)
+    # Each problem names the file that set the key: config.yaml or a --configfile.
+    _origin = ConfigFiles(_config_files).origin
+    SAMPLES = {(s.model, s.name): s for s in validate_config(config, origin=_origin)}
+except (ConfigError, ConfigSyntaxError) as error:
     raise WorkflowError(str(error)) from None
 
 
@@ -89,6 +95,9 @@ def bench_outputs():
 
 def all_targets():
     return [
+        # Asked for itself: a deleted data/mnist.npz is fetched again without retraining
+        # (training depends on its recorded sha256, see rules/data.smk).
+        "data/mnist.npz",
         "results/selftest/ops.json",
         *per_sample("results/{model}/{sample}/connectivity.gif"),
         *per_sample("results/{model}/{sample}/connectivity.html"),

@@ -1,10 +1,22 @@
+from dynsparse.build import build_id
+
+# Content, not clocks: a touched source with unchanged bytes does not rebuild (checksums, see
+# profiles/default). The library's folder names its flags and TensorFlow release, so a build
+# with a wrong ops.cxxflags fails beside the good library, and reverting the flag plans nothing.
+OPS_LIBRARY = (
+    f"build/ops/{build_id(config['ops']['cxxflags'], tensorflow_version())}/libdynsparse_ops.so"
+)
+
+
 rule build_ops:
     input:
         sources=op_sources("*.cc"),
         headers=op_sources("*.h"),
         code=library("build_ops"),
     output:
-        lib="build/ops/libdynsparse_ops.so",
+        # update(): Snakemake keeps the last good library while building and restores it when
+        # the build fails; the build itself only renames a complete new one over it.
+        lib=update(OPS_LIBRARY),
     log:
         "logs/build_ops.log",
     benchmark:
@@ -24,7 +36,7 @@ rule build_ops:
 
 rule selftest_ops:
     input:
-        lib=rules.build_ops.output.lib,
+        lib=OPS_LIBRARY,
         code=library("selftest_ops"),
     output:
         report(

@@ -53,6 +53,7 @@ rule render_frames:
 rule assemble_gif:
     input:
         frames="results/{model}/{sample}/frames",
+        comparison="results/{model}/{sample}/initial_vs_final.png",
         code=library("assemble_gif"),
     output:
         gif="results/{model}/{sample}/connectivity.gif",

@@ -33,5 +33,8 @@ def test_runtime_pins_name_the_stack() -> None:
     requirements = _pins((ENVS / "requirements.txt").read_text().splitlines())
     assert "tensorflow-cpu" in requirements
     assert requirements["snakemake"].startswith("9.")
+    # TensorBoard ships in lockstep with TensorFlow: the same major.minor release.
+    release = requirements["tensorflow-cpu"].split(".")[:2]
+    assert requirements["tensorboard"].split(".")[:2] == release
     for name in ("numpy", "imageio", "pyyaml", "matplotlib", "tqdm"):
         assert name in requirements

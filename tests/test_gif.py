@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import os
-import re
+import io
 import stat
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from dynsparse.gif import assemble_gif, find_imagemagick, write_gif_html
+from dynsparse.gif import assemble_gif, find_imagemagick, report_animation
 from PIL import Image
 
 IMAGEMAGICK = find_imagemagick()
@@ -89,12 +87,29 @@ def test_no_frames_is_an_error(tmp_path: Path) -> None:
     assert not (tmp_path / "d.gif").exists()
 
 
-def test_html_wrapper_embeds_the_gif(tmp_path: Path) -> None:
-    frames = make_frames(tmp_path / "frames", count=2)
-    assemble_gif(frames, tmp_path / "e.gif", use_imagemagick=False)
-    write_gif_html(tmp_path / "e.gif", tmp_path / "e.html", "fc / <rigl>")
-    page = (tmp_path / "e.html").read_text()
-    encoded = re.search(r"src='data:image/gif;base64,([^']+)'", page).group(1)
-    assert base64.b64decode(encoded) == (tmp_path / "e.gif").read_bytes()
-    assert "fc / &lt;rigl&gt;" in page
-    assert os.path.getsize(tmp_path / "e.html") > os.path.getsize(tmp_path / "e.gif")
+def test_report_animation_is_a_lossless_webp_of_every_frame(tmp_path: Path) -> None:
+    frames = make_frames(tmp_path / "frames", count=4)  # all different (WebP merges repeats)
+    animation = report_animation(frames, delay=20, loop=0, budget_bytes=1_000_000)
+    assert (animation.frame_step, animation.frames_shown, animation.frames_total) == (1, 4, 4)
+    with Image.open(io.BytesIO(animation.webp)) as webp:
+        assert webp.format == "WEBP" and webp.n_frames == 4
+        for index, source in enumerate(sorted(frames.glob("frame_*.png"))):
+            webp.seek(index)
+            assert np.array_equal(np.asarray(webp.convert("RGB")), iio.imread(source)[..., :3])
+
+
+def test_report_animation_thins_frames_to_fit_its_budget(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):  # noise: every frame costs about the same
+        iio.imwrite(folder / f"frame_{i:06d}.png", rng.integers(0, 255, (64, 64, 3), np.uint8))
+    full = report_animation(folder, delay=20, loop=0, budget_bytes=10**7)
+    budget = len(full.webp) // 3
+    thinned = report_animation(folder, delay=20, loop=0, budget_bytes=budget)
+    assert len(thinned.webp) <= budget and thinned.frame_step >= 3
+    with Image.open(io.BytesIO(thinned.webp)) as webp:
+        assert webp.n_frames == thinned.frames_shown < 12
+        webp.seek(webp.n_frames - 1)  # the last frame is always shown
+        last = iio.imread(folder / "frame_000011.png")
+        assert np.array_equal(np.asarray(webp.convert("RGB")), last)

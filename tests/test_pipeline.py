@@ -94,6 +94,23 @@ def test_full_run_writes_every_output_and_a_report(workdir: Path) -> None:
     report = (workdir / "report.html").read_text()
     for name in ("table.html", "accuracy_vs_density.png", "curves.png", "connectivity.html"):
         assert name in report, name
+    assert_animations_render(workdir / "report.html", expected=2)
+
+
+def assert_animations_render(report: Path, expected: int) -> None:
+    """Each sample's page in the real report, opened in headless Chromium as a user would."""
+    from report_browser import Browser, find_chromium, report_results, show_result
+
+    if find_chromium() is None and not os.environ.get("DYNSPARSE_BROWSER_REQUIRED"):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with Browser() as browser:
+        browser.open(report)
+        pages = report_results(browser, "connectivity.html")
+        assert len(pages) == expected, pages
+        for page in pages:
+            shown = show_result(browser, page)
+            assert shown.all_images_decoded and len(shown.images) == 2, shown
+            assert shown.coloured_fraction > 0.05, shown
 
 
 def test_second_run_does_nothing(workdir: Path) -> None:
@@ -137,11 +154,22 @@ def test_editing_a_library_module_reruns_its_stages(workdir: Path) -> None:
     assert planned_jobs(workdir) == []
 
 
-def test_touching_an_op_source_rebuilds_and_reruns_downstream(workdir: Path) -> None:
+def test_touching_an_op_source_reruns_nothing(workdir: Path) -> None:
+    """Reruns follow content: a newer time stamp on the same bytes is not a change."""
     source = sorted((workdir / "ops").glob("*.cc"))[0]
     stat = source.stat()
     try:
         source.touch()
+        assert planned_jobs(workdir) == []
+    finally:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_editing_an_op_source_rebuilds_and_reruns_downstream(workdir: Path) -> None:
+    source = sorted((workdir / "ops").glob("*.cc"))[0]
+    original, stat = source.read_text(), source.stat()
+    try:
+        source.write_text(original + "\n// an edit\n")
         assert planned_jobs(workdir) == sorted(
             [
                 "all[]",
@@ -153,5 +181,51 @@ def test_touching_an_op_source_rebuilds_and_reruns_downstream(workdir: Path) -> 
             ]
         )
     finally:
+        source.write_text(original)
         os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned_jobs(workdir) == []
+
+
+def test_a_failed_build_keeps_the_library_and_a_reverted_flag_plans_nothing(
+    workdir: Path, restore_config: dict
+) -> None:
+    (library,) = (workdir / "build/ops").glob("*/libdynsparse_ops.so")
+    good, flags = library.read_bytes(), restore_config["ops"]["cxxflags"]
+    restore_config["ops"]["cxxflags"] = "-O2 -mno-such-flag"
+    write_config(workdir, restore_config)
+    failed = snakemake(workdir, check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert output.count("config key ops.cxxflags") == 1, output[-3000:]
+    assert "Traceback" not in output and "concurrent.futures" not in output
+    assert library.read_bytes() == good
+    assert sorted(p.name for p in (workdir / "build/ops").glob("*/*.so")) == [library.name]
+    restore_config["ops"]["cxxflags"] = flags
+    write_config(workdir, restore_config)
+    assert planned_jobs(workdir) == []
+
+
+def test_refetching_identical_data_retrains_nothing(workdir: Path) -> None:
+    record = workdir / "data/mnist.npz.sha256"
+    before = record.read_text()
+    assert planned_jobs(workdir, "--forcerun", "fetch_mnist") == ["all[]", "fetch_mnist[]"]
+    snakemake(workdir, "--forcerun", "fetch_mnist")
+    assert record.read_text() == before
+    assert planned_jobs(workdir) == []
+
+
+def test_damaged_data_is_named_and_deleting_it_refetches_only(workdir: Path) -> None:
+    mnist = workdir / "data/mnist.npz"
+    expected = (workdir / "data/mnist.npz.sha256").read_text().split()[0]
+    with open(mnist, "r+b") as handle:  # a few flipped bytes in the middle
+        handle.seek(1_000_000)
+        handle.write(b"damage")
+    dry = snakemake(workdir, "--dry-run")
+    hint = dry.stdout + dry.stderr
+    assert "data/mnist.npz is damaged" in hint and expected in hint
+    assert "Delete it and rerun to fetch it again" in hint
+    assert "Nothing to be done" in hint  # and no training planned
+    mnist.unlink()
+    assert planned_jobs(workdir) == ["all[]", "fetch_mnist[]"]
+    snakemake(workdir)
     assert planned_jobs(workdir) == []

@@ -1,8 +1,8 @@
-"""Stage: frames/ to connectivity.gif (ImageMagick, else imageio) and its HTML wrapper."""
+"""Stage: frames/ to connectivity.gif (ImageMagick, else imageio) and the report's page."""
 
 import logging
 
-from dynsparse.gif import assemble_gif, write_gif_html
+from dynsparse.gif import assemble_gif, write_connectivity_page
 from dynsparse.stage import stage_log
 
 with stage_log(snakemake.log[0]):
@@ -16,4 +16,13 @@ with stage_log(snakemake.log[0]):
     title = (
         f"{snakemake.wildcards.model} / {snakemake.wildcards.sample}: connectivity over training"
     )
-    write_gif_html(snakemake.output.gif, snakemake.output.html, title)
+    page = write_connectivity_page(
+        frames_dir=snakemake.input.frames,
+        comparison=snakemake.input.comparison,
+        gif=snakemake.output.gif,
+        page=snakemake.output.html,
+        title=title,
+        delay=int(snakemake.params.delay),
+        loop=int(snakemake.params.loop),
+    )
+    logging.info("report page: %s", page)

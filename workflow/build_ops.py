@@ -1,9 +1,11 @@
-"""Stage: compile ops/*.cc into build/ops/libdynsparse_ops.so (replaced atomically)."""
+"""Stage: compile ops/*.cc into build/ops/<build id>/libdynsparse_ops.so (replaced only by a
+good build)."""
 
+import sys
 import traceback
 from pathlib import Path
 
-from dynsparse.build import build_ops
+from dynsparse.build import CompilerNotFoundError, OpsBuildError, build_ops, failure_message
 
 with open(snakemake.log[0], "w") as log:
 
@@ -19,6 +21,11 @@ with open(snakemake.log[0], "w") as log:
             log=write,
             jobs=snakemake.threads,
         )
+    except (OpsBuildError, CompilerNotFoundError) as error:
+        # Said once, at the end of the log under the compiler output (the default profile prints
+        # a failed job's log); no traceback: it would only repeat it from inside the thread pool.
+        write(failure_message(error, snakemake.params.cxxflags, snakemake.log[0]))
+        sys.exit(1)
     except BaseException:
         log.write(traceback.format_exc())
         raise

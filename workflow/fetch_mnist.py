@@ -1,4 +1,5 @@
-"""Stage: write data/mnist.npz (Keras layout) from the first source that passes its checks."""
+"""Stage: write data/mnist.npz (Keras layout) from the first source that passes its checks, and
+record its sha256 beside it (data/mnist.npz.sha256)."""
 
 import logging
 
@@ -7,7 +8,7 @@ from dynsparse.stage import stage_log
 
 with stage_log(snakemake.log[0]):
     try:
-        result = fetch_mnist(snakemake.params.data, snakemake.output[0])
+        result = fetch_mnist(snakemake.params.data, snakemake.output.mnist)
     except MnistUnavailableError as error:
         logging.error("%s", error)
         raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
 import os
 import shlex
 import shutil
@@ -11,8 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from dynsparse.atomic import atomic_path
 
 DEFAULT_CXXFLAGS = "-O3 -mavx2 -mfma"
 # TensorFlow's own headers emit ~100 of these with g++ 12; our code has none.
@@ -27,6 +27,23 @@ class CompilerNotFoundError(RuntimeError):
 
 class OpsBuildError(RuntimeError):
     """g++ failed; the full compiler output is in the log."""
+
+
+CXXFLAGS_KEY = "ops.cxxflags"
+
+
+def failure_message(error: Exception, cxxflags: str, log_path: str) -> str:
+    """What the user reads when the build fails: the cause, where the flags came from, the fix."""
+    if isinstance(error, CompilerNotFoundError):
+        return f"build_ops: {error}"
+    # The compiler's own output is already in the log just above: name the cause, not repeat it.
+    cause = str(error).split(";")[0]
+    return (
+        f"build_ops: {cause} (its output is above).\n"
+        f"The extra g++ flags were {cxxflags!r}, from the config key {CXXFLAGS_KEY} "
+        f"(config.yaml or your --configfile): fix or revert them, then rerun. The last good "
+        f"library, if any, is kept ({log_path})."
+    )
 
 
 def tensorflow_flags() -> tuple[list[str], list[str]]:
@@ -100,7 +117,11 @@ def build_ops(
         workers = max(1, min(len(commands), jobs or os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda command: _run(command, log), commands))
-        with atomic_path(output, suffix=".so") as tmp:
+        with tempfile.NamedTemporaryFile(
+            prefix=f".{output.name}.", suffix=".so", dir=output.parent, delete=False
+        ) as handle:
+            tmp = Path(handle.name)
+        try:
             link = [
                 compiler,
                 "-shared",
@@ -113,4 +134,28 @@ def build_ops(
                 "-Wl,-z,defs",
             ]
             _run(link, log)
+            log(install_library(tmp, output))
+        finally:
+            tmp.unlink(missing_ok=True)
     log(f"built {output} in {time.perf_counter() - start:.1f} s")
+
+
+def build_id(cxxflags: str, tensorflow_version: str) -> str:
+    """The folder name of a library built with these flags for this TensorFlow: changing a flag
+    builds into a new folder, so a failed build with a wrong flag never touches the good library,
+    and reverting the flag finds that library (and the jobs that used it) up to date."""
+    digest = hashlib.sha256(f"{cxxflags}\0{tensorflow_version}".encode()).hexdigest()
+    return f"tf{tensorflow_version}-{digest[:12]}"
+
+
+def install_library(built: Path, output: Path) -> str:
+    """Move the freshly linked `built` onto `output` in one rename, unless `output` already holds
+    the same bytes: then the old file stays (a process that has it loaded keeps a valid file).
+    Until this point the last good library is untouched, so a failed build never leaves a broken
+    or missing one behind."""
+    if output.is_file() and filecmp.cmp(built, output, shallow=False):
+        built.unlink()
+        return f"{output} is byte-identical to the new build; kept the existing file"
+    built.chmod(0o755)
+    os.replace(built, output)
+    return f"installed {output}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,26 @@ def _where(path: Any) -> str:
     return "/".join(str(part) for part in path) or "(top level)"
 
 
-def _schema_errors(instance: Any, schema: dict[str, Any], prefix: str) -> list[str]:
+# Where a key path was set ("config.yaml", "my.yaml:12"): dynsparse.configload.ConfigFiles.origin.
+Origin = Callable[[Sequence[Any]], str]
+
+
+def _in_config_yaml(path: Sequence[Any]) -> str:
+    return "config.yaml"
+
+
+def _schema_errors(
+    instance: Any,
+    schema: dict[str, Any],
+    prefix: str,
+    origin: Origin = _in_config_yaml,
+    base: Sequence[Any] = (),
+) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     messages = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
-        messages.append(f"{prefix}{_where(error.absolute_path)}: {error.message}")
+        where = origin([*base, *error.absolute_path])
+        messages.append(f"{where}: {prefix}{_where(error.absolute_path)}: {error.message}")
     return messages
 
 
@@ -107,11 +123,17 @@ def resolve_sample(defaults: dict[str, Any], overrides: dict[str, Any] | None) -
     return settings
 
 
-def validate_config(config: dict[str, Any]) -> list[Sample]:
+def _problem_key(sample_path: Sequence[Any], settings: dict[str, Any], problem: str) -> list[Any]:
+    """Where a model check's problem points: the key it starts with, else the sample."""
+    key = problem.split(":", 1)[0].split(" ", 1)[0]
+    return [*sample_path, key] if key in settings else list(sample_path)
+
+
+def validate_config(config: dict[str, Any], origin: Origin = _in_config_yaml) -> list[Sample]:
     """Check the whole config; return every sample resolved, or raise one ConfigError listing all
-    problems (each naming the model, the sample and the key)."""
+    problems (each naming the file it came from, the model, the sample and the key)."""
     schema = load_schema()
-    problems = _schema_errors(config, schema, "config.yaml: ")
+    problems = _schema_errors(config, schema, "", origin)
     if problems:
         raise ConfigError(_format(problems))
     samples: list[Sample] = []
@@ -120,16 +142,23 @@ def validate_config(config: dict[str, Any]) -> list[Sample]:
         settings_schema = _subschema(schema, f"{model}_settings")
         for name, overrides in section["samples"].items():
             resolved = resolve_sample(section["defaults"], overrides)
-            prefix = f"config.yaml: {model} sample '{name}': "
-            sample_problems = _schema_errors(resolved, settings_schema, prefix)
+            prefix = f"{model} sample '{name}': "
+            sample_path = (model, "samples", name)
+            sample_problems = _schema_errors(
+                resolved, settings_schema, prefix, origin, base=sample_path
+            )
             if not sample_problems:
                 settings = entry.parse(resolved)
-                sample_problems = [prefix + p for p in entry.checks(settings)]
+                sample_problems = [
+                    f"{origin(_problem_key(sample_path, resolved, p))}: {prefix}{p}"
+                    for p in entry.checks(settings)
+                ]
                 samples.append(Sample(model=model, name=name, settings=settings))
             problems += sample_problems
     if not samples and not problems:
         problems.append(
-            "config.yaml: no samples: add at least one under fc/samples or transformer/samples"
+            f"{origin(['fc'])}: no samples: add at least one under fc/samples or "
+            "transformer/samples"
         )
     if problems:
         raise ConfigError(_format(problems))

@@ -9,7 +9,6 @@ written; the output is written atomically, so a failure never leaves half a `mni
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import logging
 import pickle
@@ -27,6 +26,18 @@ from typing import Any
 import numpy as np
 
 from dynsparse.atomic import atomic_path
+
+# The check before use lives in a module of its own, so that training (which imports only that)
+# is not rerun when the fetching code here changes.
+from dynsparse.integrity import (  # noqa: F401  (part of this module's interface)
+    MnistDamagedError,
+    mnist_problem,
+    record_path,
+    recorded_sha256,
+    sha256_of,
+    verify_mnist,
+    write_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +137,6 @@ class FetchResult:
     path: Path
     sha256: str
     failures: list[MnistSourceError] = field(default_factory=list)
-
-
-def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_mnist_arrays(arrays: Mapping[str, np.ndarray], expect: MnistExpectation = MNIST) -> None:
@@ -438,6 +441,7 @@ def fetch_mnist(
             failures.append(failure)
             continue
         result.failures = failures
+        write_record(output, result.sha256)
         log.info("MNIST served by %s; wrote %s (sha256 %s)", result.source, output, result.sha256)
         return result
     raise MnistUnavailableError(failures)

@@ -1,15 +1,16 @@
 """Frames to an animated GIF: ImageMagick where it is really installed, imageio otherwise.
 
 Both paths use the same delay (hundredths of a second per frame, ImageMagick's unit) and loop
-count (0 = forever). The report viewer does not show GIFs inline, so `write_gif_html` wraps the
-GIF in a small HTML page that embeds it as a data URI.
+count (0 = forever). The report does not show GIFs inline and a browser refuses a page of several
+megabytes from a `data:` URL, so `report_animation` makes a lossless animated WebP of the frames
+that fits a size budget, and `write_connectivity_page` puts it in the report's page of the sample.
 """
 
 from __future__ import annotations
 
-import base64
-import html
+import io
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -20,6 +21,12 @@ import imageio.v3 as iio
 import numpy as np
 
 from dynsparse.atomic import atomic_path, write_text
+from dynsparse.report import (
+    DATA_URL_LIMIT_BYTES,
+    animation_budget,
+    connectivity_page,
+    data_url_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +124,95 @@ def assemble_gif(
     return "imageio"
 
 
-def gif_html(gif: bytes, title: str) -> str:
-    encoded = base64.b64encode(gif).decode("ascii")
-    safe_title = html.escape(title)
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{safe_title}</title></head>\n"
-        "<body style='margin:0;text-align:center;background:#fff'>\n"
-        f"<img alt='{safe_title}' style='max-width:100%' src='data:image/gif;base64,{encoded}'>\n"
-        "</body></html>\n"
+@dataclass(frozen=True)
+class ReportAnimation:
+    """A lossless animated WebP of the frames, small enough to embed in the report."""
+
+    webp: bytes
+    frame_step: int  # every frame_step-th frame is shown (the last one always)
+    frames_shown: int
+    frames_total: int
+
+
+def _every(items: list[Path], step: int) -> list[Path]:
+    chosen = items[::step]
+    if chosen[-1] != items[-1]:
+        chosen.append(items[-1])
+    return chosen
+
+
+def _webp(frames: list[Path], delay: int, loop: int) -> bytes:
+    from PIL import Image
+
+    images = [Image.open(frame).convert("RGB") for frame in frames]
+    buffer = io.BytesIO()
+    # Lossless keeps the colour scale exact; WebP stores only what changed between frames, so
+    # an FC sample's 201 frames take ~0.5 MB here against ~4 MB as a GIF.
+    images[0].save(
+        buffer,
+        format="WEBP",
+        save_all=True,
+        append_images=images[1:],
+        duration=delay * 10,
+        loop=loop,
+        lossless=True,
+        method=4,
     )
+    return buffer.getvalue()
 
 
-def write_gif_html(
-    gif_path: str | os.PathLike[str], html_path: str | os.PathLike[str], title: str
-) -> None:
-    write_text(html_path, gif_html(Path(gif_path).read_bytes(), title))
+def report_animation(
+    frames_dir: str | os.PathLike[str], delay: int, loop: int, budget_bytes: int
+) -> ReportAnimation:
+    """Every frame as an animated WebP, or every 2nd, 3rd, ... frame until it fits the budget.
+
+    The report shows each result page from a `data:` URL, and browsers refuse long ones
+    (Chromium: 2 MB), so the embedded animation has a hard size budget.
+    """
+    frames = frame_paths(frames_dir)
+    step = 1
+    while True:
+        chosen = _every(frames, step)
+        webp = _webp(chosen, delay, loop)
+        if len(webp) <= budget_bytes or len(chosen) <= 2:
+            break
+        # Size grows about linearly with the frame count: jump close to the fitting step.
+        step = max(step + 1, math.ceil(step * len(webp) / budget_bytes))
+    if len(webp) > budget_bytes:
+        raise ValueError(
+            f"even 2 frames of {frames_dir} take {len(webp)} bytes as WebP, over the report's "
+            f"budget of {budget_bytes}; render smaller frames"
+        )
+    return ReportAnimation(webp, step, len(chosen), len(frames))
+
+
+def write_connectivity_page(
+    frames_dir: str | os.PathLike[str],
+    comparison: str | os.PathLike[str],
+    gif: str | os.PathLike[str],
+    page: str | os.PathLike[str],
+    title: str,
+    delay: int,
+    loop: int,
+) -> str:
+    """Write the report page of one sample; return a line saying what it holds."""
+    comparison_png = Path(comparison).read_bytes()
+    animation = report_animation(frames_dir, delay, loop, animation_budget(title, comparison_png))
+    shown = (
+        f"all {animation.frames_total} frames"
+        if animation.frame_step == 1
+        else f"every {animation.frame_step}th of {animation.frames_total} frames "
+        f"({animation.frames_shown} shown, the last included) to fit the report"
+    )
+    animation_note = (
+        f"Connectivity after each recorded update: {shown}, {delay / 100:g} s each. "
+        f"Every frame, full size: {Path(gif).name} and frames/ in the sample's results folder."
+    )
+    comparison_note = f"Before training and after the last update ({Path(comparison).name})."
+    text = connectivity_page(title, animation.webp, comparison_png, animation_note, comparison_note)
+    write_text(page, text)
+    size = len(text.encode())
+    return (
+        f"{size} bytes ({data_url_size(size)} as the report's data: URL; limit "
+        f"{DATA_URL_LIMIT_BYTES}), WebP {len(animation.webp)} bytes, {shown}"
+    )

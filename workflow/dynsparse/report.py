@@ -1,13 +1,17 @@
 """HTML pages for Snakemake's report, which shows HTML inline but not Markdown, CSV or GIF.
 
 `markdown_page` renders the small Markdown subset our own tables use (headings, paragraphs,
-pipe tables, `code`), so no Markdown package is needed. The GIF wrapper is `dynsparse.gif`'s
-`write_gif_html`; the frames index is written by `dynsparse.render`.
+pipe tables, `code`), so no Markdown package is needed. `connectivity_page` holds a sample's
+animation (made small enough by `dynsparse.gif.report_animation`, written by
+`dynsparse.gif.write_connectivity_page`) beside its initial-versus-final
+figure; the frames index is written by `dynsparse.render`.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import math
 import re
 
 STYLE = (
@@ -68,3 +72,45 @@ def markdown_page(title: str, markdown: str) -> str:
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
         f"{markdown_html(markdown)}\n</body></html>\n"
     )
+
+
+# The report opens every result page from a base64 `data:` URL, and Chromium refuses URLs over
+# 2 MB (blank page, no error). A page of at most 1 MB is a 1.33 MB URL: well clear of that.
+PAGE_BUDGET_BYTES = 1_000_000
+DATA_URL_LIMIT_BYTES = 2 * 1024 * 1024
+
+
+def data_url_size(page_bytes: int) -> int:
+    """Length of the `data:text/html;...;base64,` URL the report builds for a page this size."""
+    return 4 * math.ceil(page_bytes / 3) + 80
+
+
+def _data_uri(mime: str, payload: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def connectivity_page(
+    title: str, animation: bytes, comparison_png: bytes, animation_note: str, comparison_note: str
+) -> str:
+    """The animation (WebP) and the initial-versus-final figure side by side, in one page."""
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}"
+        ".row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}"
+        "figure{margin:0}img{max-width:100%}figcaption{font-size:0.85em;color:#444}</style>"
+        "</head>\n<body>\n"
+        f"<h2>{html.escape(title)}</h2>\n<div class='row'>\n"
+        f"<figure id='animation'><img alt='connectivity over training' "
+        f"src='{_data_uri('image/webp', animation)}'>"
+        f"<figcaption>{html.escape(animation_note)}</figcaption></figure>\n"
+        f"<figure id='comparison'><img alt='initial versus final connectivity' "
+        f"src='{_data_uri('image/png', comparison_png)}'>"
+        f"<figcaption>{html.escape(comparison_note)}</figcaption></figure>\n"
+        "</div>\n</body></html>\n"
+    )
+
+
+def animation_budget(title: str, comparison_png: bytes, notes_bytes: int = 2000) -> int:
+    """Bytes the WebP may take so that the whole page stays within PAGE_BUDGET_BYTES."""
+    frame = len(connectivity_page(title, b"", comparison_png, "", "").encode()) + notes_bytes
+    return max(0, (PAGE_BUDGET_BYTES - frame) * 3 // 4)

@@ -1,0 +1,34 @@
+"""Installing a built op library: one rename of a complete file, or nothing when it is the same."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dynsparse.build import OpsBuildError, failure_message, install_library
+
+
+def test_a_new_library_replaces_the_old_in_one_rename(tmp_path: Path) -> None:
+    output, built = tmp_path / "lib.so", tmp_path / ".lib.so.new"
+    output.write_bytes(b"old")
+    built.write_bytes(b"new")
+    inode = built.stat().st_ino
+    assert install_library(built, output) == f"installed {output}"
+    assert output.read_bytes() == b"new" and output.stat().st_ino == inode
+    assert not built.exists()
+
+
+def test_a_byte_identical_build_keeps_the_existing_file(tmp_path: Path) -> None:
+    output, built = tmp_path / "lib.so", tmp_path / ".lib.so.new"
+    output.write_bytes(b"same")
+    os.utime(output, ns=(1, 1_000_000_000))
+    built.write_bytes(b"same")
+    assert "kept the existing file" in install_library(built, output)
+    assert output.stat().st_mtime_ns == 1_000_000_000 and not built.exists()
+
+
+def test_the_failure_message_names_the_config_key_once() -> None:
+    error = OpsBuildError("g++ failed with exit status 1; first errors:\nerror: bad flag")
+    message = failure_message(error, "-O2 -mbad", "logs/build_ops.log")
+    assert message.count("ops.cxxflags") == 1 and "'-O2 -mbad'" in message
+    assert "error: bad flag" not in message  # the compiler output is in the log, once

@@ -1,0 +1,76 @@
+"""The README's results and benchmark tables come from the generator (`make readme`)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from dynsparse.readme import (
+    begin_marker,
+    end_marker,
+    format_problems,
+    section_text,
+    update_readme,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    write_csv(
+        root / "summary/table.csv",
+        [
+            # A column the generator does not know (a helper added it) is ignored; one it knows
+            # but this CSV lacks (best_test_accuracy) is left out.
+            {"model": "fc", "sample": "rigl_a", "method": "rigl", "sparsity_setting": "d 0.1",
+             "block_size": "1", "pooling": "NONE", "epochs": "40", "final_test_accuracy": "0.9824",
+             "train_seconds": "52.66", "throughput": "45548.2", "new_column": "x"},
+        ],
+    )  # fmt: skip
+    write_csv(
+        root / "bench/training.csv",
+        [{"model": "fc", "case": "dense", "block_size": "1", "batch_size": "16",
+          "samples_per_second": "24000", "speedup_vs_dense": "1", "held_floats_vs_dense": "nan"}],
+    )  # fmt: skip
+    return root
+
+
+def test_the_generator_writes_tables_between_the_markers(results: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Title\n\nhand text\n\n"
+        f"{begin_marker('results')}\nold numbers\n{end_marker('results')}\n\nmore hand text\n\n"
+        f"{begin_marker('bench')}\n{end_marker('bench')}\n"
+    )
+    text = update_readme(readme, results, cpu="Test CPU, 2 cores")
+    body = section_text(text, "results")
+    assert body.startswith("Measured on Test CPU, 2 cores; run finished ")
+    assert "| fc | rigl_a | rigl | d 0.1 | 1 | NONE | 40 | 98.24% | 52.7 | 45,548 |" in body
+    assert "best epoch" not in body and "new_column" not in body and "old numbers" not in text
+    bench = section_text(text, "bench")
+    assert "| fc | dense | 1 | 16 | 24,000 | 1.00× | – |" in bench and "ops.csv" not in bench
+    assert "hand text" in text and "more hand text" in text
+    assert format_problems(text) == []
+    assert update_readme(readme, results, cpu="Test CPU, 2 cores") == text  # idempotent
+
+
+def test_a_hand_edited_table_is_caught() -> None:
+    readme = f"{begin_marker('results')}\n| model | accuracy (typed) |\n{end_marker('results')}\n"
+    readme += f"{begin_marker('bench')}\nNo benchmarks in this run.\n{end_marker('bench')}\n"
+    problems = format_problems(readme)
+    assert any("does not start as the generator writes it" in p for p in problems)
+
+
+def test_the_readme_is_in_step_with_the_generator() -> None:
+    assert format_problems((REPO / "README.md").read_text()) == []
