@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from dynsparse.stats import (
+    format_mean_ci,
     paired_difference,
     summarize,
     summarize_groups,
@@ -144,3 +145,8 @@ def test_paired_difference_with_one_shared_seed_has_no_interval() -> None:
 def test_paired_difference_without_shared_seeds_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"rigl \(seeds \[1, 2\]\) and static \(seeds \[3\]\)"):
         paired_difference({1: 1.0, 2: 1.0}, {3: 1.0}, method_name="rigl", baseline_name="static")
+
+
+def test_format_mean_ci() -> None:
+    assert format_mean_ci(summarize([97.0, 98.0, 99.0])) == "98.00 ± 2.48 (n=3)"
+    assert format_mean_ci(summarize([98.2]), digits=1) == "98.2 (n=1)"

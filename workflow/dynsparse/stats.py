@@ -6,7 +6,7 @@ with a baseline seed by seed: the mean of (method − baseline) over the seeds b
 95 % t interval.
 
 With n = 1 there is no spread to estimate: `std`, `ci_low`, `ci_high` and `half_width` are NaN
-(not 0, which would claim certainty). Tables should print them as "–".
+(not 0, which would claim certainty); `format_mean_ci` then prints the mean and n only.
 
 The t quantile is computed here, not taken from scipy: for an integer number of degrees of freedom
 the two-sided probability P(|T| < t) has a closed form (Abramowitz & Stegun 26.7.3–26.7.4), and
@@ -143,6 +143,13 @@ def summarize(values: Iterable[float], *, what: str = "values") -> Summary:
         min=float(array.min()),
         max=float(array.max()),
     )
+
+
+def format_mean_ci(summary: Summary, digits: int = 2) -> str:
+    """ "98.12 ± 0.15 (n=3)" for a table cell; "98.12 (n=1)" when there is no interval."""
+    if math.isnan(summary.half_width):
+        return f"{summary.mean:.{digits}f} (n={summary.n})"
+    return f"{summary.mean:.{digits}f} ± {summary.half_width:.{digits}f} (n={summary.n})"
 
 
 def summarize_groups(groups: Mapping[str, Mapping[int, float]]) -> dict[str, Summary]:
