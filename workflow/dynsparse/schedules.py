@@ -134,13 +134,20 @@ def keep_count(n_weights: int, density: float) -> int:
 
 
 def _top_k_flat(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-    """The k candidate flat positions with the highest scores, ties to the lowest position."""
-    if not 0 <= k <= candidates.size:
-        raise ValueError(f"cannot select {k} of {candidates.size} positions")
+    """The k candidate flat positions with the highest scores, ties to the lowest position.
+
+    A partition instead of a full sort: fc1 has 250 000 candidates per update.
+    """
+    n = candidates.size
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot select {k} of {n} positions")
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
     values = np.nan_to_num(scores.ravel()[candidates].astype(np.float64), nan=-np.inf)
-    # lexsort sorts by the last key first: by −score, then by position.
-    order = np.lexsort((candidates, -values))
-    return np.sort(candidates[order[:k]])
+    threshold = np.partition(values, n - k)[n - k]
+    above = candidates[values > threshold]
+    tied = np.sort(candidates[values == threshold])[: k - above.size]
+    return np.sort(np.concatenate([above, tied])).astype(np.int64)
 
 
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
