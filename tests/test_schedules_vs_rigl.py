@@ -1,14 +1,14 @@
-"""The Graphcore candidate rule of dynsparse.schedules reproduces today's dynsparse.rigl update.
+"""The Graphcore candidate rule of dynsparse.schedules reproduces the registry's RigL update.
 
-Ties in weights and gradients included, so the two agree on tie-breaks too. If the RigL update
-moves behind the method registry, point this test at its new home.
+Ties in weights and gradients included, so the two agree on tie-breaks too.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from dynsparse import rigl
+from dynsparse.blocks import random_pattern
+from dynsparse.methods import method_of
 from dynsparse.schedules import drop_mask, regrow_mask
 
 
@@ -17,16 +17,15 @@ def test_graphcore_rule_matches_rigl_update_pattern(trial: int) -> None:
     rng = np.random.default_rng(trial)
     shape = (int(rng.integers(5, 40)), int(rng.integers(5, 40)))
     nnz = int(rng.integers(2, shape[0] * shape[1] // 2))
-    rows, cols = rigl.initial_pattern(shape, nnz, rng)
+    rows, cols = random_pattern(shape, nnz, rng)
     values = rng.normal(size=nnz).astype(np.float32)
     grad = np.abs(rng.normal(size=shape))
     if trial % 2:
         values, grad = np.round(values, 1), np.round(grad, 1)
     k = int(rng.integers(0, nnz))
-    update = rigl.update_pattern(
-        rows, cols, values.reshape(-1, 1, 1), grid_shape=shape, block_size=1, k=k,
-        method="rigl", dense_grad=grad,
-    )  # fmt: skip
+    update = method_of("rigl").update_pattern(
+        rows, cols, values.reshape(-1, 1, 1), grid_shape=shape, block_size=1, k=k, dense_grad=grad
+    )
     expected = np.zeros(shape, dtype=bool)
     expected[update.rows, update.cols] = True
 

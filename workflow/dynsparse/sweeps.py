@@ -235,7 +235,7 @@ def _one_sweep(
             problems.extend(error.problems)
     grid = entry.get("grid")
     problems.extend(_grid_problems(grid, f"{where}.grid"))
-    if problems:
+    if problems or not isinstance(grid, dict):
         return {}, problems
 
     base_overrides = dict(samples[base] or {}) if base is not None else {}
