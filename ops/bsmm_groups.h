@@ -78,6 +78,9 @@ struct BlockGroups {
   std::unique_ptr<int32_t[]> ptr;
   std::unique_ptr<int32_t[]> order;
   std::unique_ptr<int32_t[]> other;
+  // order[p] == p for every p: the blocks were already sorted by the key (RigL keeps its
+  // patterns sorted by row), so per-block data needs no permutation.
+  bool in_order = false;
   int64_t size() const { return nnz; }
   int64_t keys() const { return n_keys; }
 };
@@ -139,6 +142,9 @@ inline absl::Status GroupBlocks(OpKernelContext* ctx, const char* op, const int3
       }
     }
   });
+
+  groups->in_order = true;
+  for (int64_t p = 0; p < nnz && groups->in_order; ++p) groups->in_order = order[p] == p;
 
   // Other coordinates, and duplicates: within a key group, stamp each other-coordinate with the
   // key. first_duplicate[k] belongs to the unit of key k, so the report does not depend on

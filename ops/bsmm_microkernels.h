@@ -280,13 +280,14 @@ __attribute__((always_inline)) inline void PrefetchRows(const T* chunk, int64_t 
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel 2 (block size 1, in batch chunks): one output column over one chunk,
-//   out[0 : NV*L] = sum_p weight[p] * chunk[other[p] * stride + 0 : NV*L]
+//   out[0 : NV*L] = sum_p weight(p) * chunk[other[p] * stride + 0 : NV*L]
+// weight(p) = values[order[p]], or values[p] when order is null (blocks already in key order).
 // With few vectors per column, NA interleaved accumulator sets hide the FMA latency; they are
 // added in a fixed order at the end.
 
 template <typename T, int NV>
-inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, const T* weight,
-                       int64_t n, T* out) {
+inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, const T* values,
+                       const int32_t* order, int64_t n, T* out) {
   constexpr int L = NativeLanes<T>();
   constexpr int NA = NV >= 8 ? 1 : (NV >= 4 ? 2 : 4);
   using V = Vec<T, L>;
@@ -302,14 +303,14 @@ inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, con
     for (int a = 0; a < NA; ++a) {
       PrefetchRows<T, NV * L>(chunk, stride, other, p + a + kPrefetchAhead, n);
       const T* src = chunk + other[p + a] * stride;
-      const T wp = weight[p + a];
+      const T wp = order != nullptr ? values[order[p + a]] : values[p + a];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[a][v] += wp * Load<V>(src + v * L);
     }
   }
   for (; p < n; ++p) {
     const T* src = chunk + other[p] * stride;
-    const T wp = weight[p];
+    const T wp = order != nullptr ? values[order[p]] : values[p];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[0][v] += wp * Load<V>(src + v * L);
   }
@@ -325,23 +326,24 @@ inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, con
 // SparseAxpy<T, nv> for nv = 1 .. kMaxChunkVectors, indexed by nv - 1.
 template <typename T, int... NV>
 constexpr auto SparseAxpyTable(std::integer_sequence<int, NV...>) {
-  using Fn = void (*)(const T*, int64_t, const int32_t*, const T*, int64_t, T*);
+  using Fn = void (*)(const T*, int64_t, const int32_t*, const T*, const int32_t*, int64_t, T*);
   return std::array<Fn, sizeof...(NV)>{&SparseAxpy<T, NV + 1>...};
 }
 template <typename T>
 inline void SparseAxpyDispatch(int nv, const T* chunk, int64_t stride, const int32_t* other,
-                               const T* weight, int64_t n, T* out) {
+                               const T* values, const int32_t* order, int64_t n, T* out) {
   static constexpr auto kTable = SparseAxpyTable<T>(std::make_integer_sequence<int, 8>());
-  kTable[nv - 1](chunk, stride, other, weight, n, out);
+  kTable[nv - 1](chunk, stride, other, values, order, n, out);
 }
 
 // Output columns [col_begin, col_end) of out [m, ld_out]: column j is the sum over its group's
-// entries p of weight[p] * in[:, other[p]], with `in` packed as BatchChunks. Chunks are the outer
-// loop so that one chunk of `in` stays in cache for all the columns of the shard.
+// entries p of weight(p) * in[:, other[p]] (weight(p) as in SparseAxpy), with `in` packed as
+// BatchChunks. Chunks are the outer loop so that one chunk of `in` stays in cache for all the
+// columns of the shard.
 template <typename T>
 void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t* ptr,
-                   const int32_t* other, const T* weight, int64_t col_begin, int64_t col_end,
-                   T* out, int64_t ld_out) {
+                   const int32_t* other, const T* values, const int32_t* order, int64_t col_begin,
+                   int64_t col_end, T* out, int64_t ld_out) {
   constexpr int L = NativeLanes<T>();
   constexpr int G = 16;
   alignas(64) T buf[G][BatchChunks<T>::kChunk];
@@ -355,7 +357,9 @@ void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t*
       const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
       for (int jj = 0; jj < g; ++jj) {
         const int64_t begin = ptr[j0 + jj];
-        SparseAxpyDispatch<T>(nv, chunk, stride, other + begin, weight + begin,
+        SparseAxpyDispatch<T>(nv, chunk, stride, other + begin,
+                              order != nullptr ? values : values + begin,
+                              order != nullptr ? order + begin : nullptr,
                               ptr[j0 + jj + 1] - begin, buf[jj]);
       }
       for (int64_t r = 0; r < rows; ++r) {
@@ -438,8 +442,57 @@ void Block4Columns(const T* packed, const BatchChunks<T>& layout, const int32_t*
   }
 }
 
+// Horizontal sums of L vectors at once: lane j of the result is the sum of the lanes of s[j].
+// Each level adds the two halves of every lane group of two vectors into one (2 shuffles + 1
+// add per pair), so L sums cost L - 1 pair steps instead of L separate reductions. The order of
+// the additions is fixed.
+template <typename T>
+struct LaneIndex;
+template <>
+struct LaneIndex<float> {
+  using type = int32_t;
+};
+template <>
+struct LaneIndex<double> {
+  using type = int64_t;
+};
+
+template <typename T, int L, int G>
+inline Vec<T, L> FoldPair(const Vec<T, L>& x, const Vec<T, L>& y) {
+  using I = Vec<typename LaneIndex<T>::type, L>;
+  I lo, hi;
+#pragma GCC unroll 16
+  for (int i = 0; i < L; ++i) {
+    const int j = i % (L / 2);
+    const int base = (j / (G / 2)) * G + j % (G / 2) + (i < L / 2 ? 0 : L);
+    lo[i] = base;
+    hi[i] = base + G / 2;
+  }
+  return __builtin_shuffle(x, y, lo) + __builtin_shuffle(x, y, hi);
+}
+
+// s[0 .. N) hold lane groups of size G; folds them into s[0 .. N/2) with groups of G/2.
+template <typename T, int L, int G, int N>
+struct FoldLevels {
+  static void Run(Vec<T, L>* s) {
+#pragma GCC unroll 16
+    for (int j = 0; j < N / 2; ++j) s[j] = FoldPair<T, L, G>(s[2 * j], s[2 * j + 1]);
+    FoldLevels<T, L, G / 2, N / 2>::Run(s);
+  }
+};
+template <typename T, int L, int N>
+struct FoldLevels<T, L, 1, N> {
+  static void Run(Vec<T, L>*) {}
+};
+
+template <typename T, int L>
+inline Vec<T, L> TransposedSums(Vec<T, L>* s) {
+  FoldLevels<T, L, L, L>::Run(s);
+  return s[0];
+}
+
 // Dot products of one row slice `xk` (NV vectors, kept in registers) with several rows of a
-// chunk: out[p] = <xk, chunk[other[p] * stride : +NV*L]>.
+// chunk: out[p] = <xk, chunk[other[p] * stride : +NV*L]>; L at a time with TransposedSums.
 template <typename T, int NV>
 inline void ChunkDots(const T* xk, const T* chunk, int64_t stride, const int32_t* other,
                       int64_t n, T* out) {
@@ -448,20 +501,28 @@ inline void ChunkDots(const T* xk, const T* chunk, int64_t stride, const int32_t
   V xr[NV];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) xr[v] = Load<V>(xk + v * L);
-  for (int64_t p = 0; p < n; ++p) {
-    PrefetchRows<T, NV * L>(chunk, stride, other, p + kPrefetchAhead, n);
-    const T* y = chunk + other[p] * stride;
-    V s0 = xr[0] * Load<V>(y);
-    V s1 = V{};
-#pragma GCC unroll 8
-    for (int v = 1; v < NV; ++v) {
-      if (v % 2) {
-        s1 += xr[v] * Load<V>(y + v * L);
-      } else {
-        s0 += xr[v] * Load<V>(y + v * L);
+  for (int64_t p = 0; p < n; p += L) {
+    // The last group may be partial: its missing rows are zeros and their sums are dropped.
+    const int count = static_cast<int>(std::min<int64_t>(L, n - p));
+    V s[L];
+#pragma GCC unroll 16
+    for (int j = 0; j < L; ++j) {
+      if (j >= count) {
+        s[j] = V{};
+        continue;
       }
+      PrefetchRows<T, NV * L>(chunk, stride, other, p + j + kPrefetchAhead, n);
+      const T* y = chunk + other[p + j] * stride;
+      s[j] = xr[0] * Load<V>(y);
+#pragma GCC unroll 8
+      for (int v = 1; v < NV; ++v) s[j] += xr[v] * Load<V>(y + v * L);
     }
-    out[p] = LaneSum<T, L>(s0 + s1);
+    const V sums = TransposedSums<T, L>(s);
+    if (count == L) {
+      Store(out + p, sums);
+    } else {
+      std::memcpy(out + p, &sums, count * sizeof(T));
+    }
   }
 }
 

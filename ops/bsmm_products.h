@@ -87,16 +87,24 @@ absl::Status ElementProduct(OpKernelContext* ctx, const T* in, int64_t m, int64_
   Tensor packed;
   TF_RETURN_IF_ERROR(Chunks<T>(ctx, in, layout, &packed));
   const T* packed_data = Data<T>(packed);
-  std::unique_ptr<T[]> weight(new T[std::max<int64_t>(groups.size(), 1)]);
+  // The weights in group order: read through the permutation in the kernel for one batch chunk,
+  // gathered once per shard for several (each chunk reads them again), not at all in order.
+  const bool gather = !groups.in_order && layout.count() > 1;
+  std::unique_ptr<T[]> weight(gather ? new T[std::max<int64_t>(groups.size(), 1)] : nullptr);
+  const int32_t* order = groups.in_order || gather ? nullptr : groups.order.get();
   const int64_t units = (out_width + kColumns - 1) / kColumns;
   const int64_t cost =
       m * (kColumns + (groups.size() * kColumns) / std::max<int64_t>(out_width, 1)) / 4;
   ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
     const int64_t j0 = begin * kColumns;
     const int64_t j1 = std::min(out_width, end * kColumns);
-    for (int32_t p = groups.ptr[j0]; p < groups.ptr[j1]; ++p) weight[p] = values[groups.order[p]];
-    SparseColumns<T>(packed_data, layout, groups.ptr.get(), groups.other.get(), weight.get(),
-                     j0, j1, out, out_width);
+    if (gather) {
+      for (int32_t p = groups.ptr[j0]; p < groups.ptr[j1]; ++p) {
+        weight[p] = values[groups.order[p]];
+      }
+    }
+    SparseColumns<T>(packed_data, layout, groups.ptr.get(), groups.other.get(),
+                     gather ? weight.get() : values, order, j0, j1, out, out_width);
   });
   return absl::OkStatus();
 }
@@ -165,13 +173,16 @@ absl::Status ValuesGradElements(OpKernelContext* ctx, const T* x, int64_t m, int
   ParallelUnits(ctx, n_in, cost, [&](int64_t begin, int64_t end) {
     const int32_t p0 = by_row.ptr[begin];
     const int32_t p1 = by_row.ptr[end];
-    std::vector<T> total(p1 - p0), part(p1 - p0);
+    // Sums go straight into dvalues when the blocks are in row order; else into `total` first.
+    std::unique_ptr<T[]> total_buffer(by_row.in_order ? nullptr : new T[p1 - p0]);
+    std::unique_ptr<T[]> part(x_layout.count() > 1 ? new T[p1 - p0] : nullptr);
+    T* total = by_row.in_order ? dvalues + p0 : total_buffer.get();
     for (int64_t c = 0; c < x_layout.count(); ++c) {
       const int64_t stride = x_layout.padded(c);
       const int nv = static_cast<int>(stride / L);
       const T* x_chunk = xc + x_layout.offset(c);
       const T* dy_chunk = dyc + dy_layout.offset(c);
-      T* out = c == 0 ? total.data() : part.data();
+      T* out = c == 0 ? total : part.get();
       for (int64_t k = begin; k < end; ++k) {
         const int32_t q = by_row.ptr[k];
         ChunkDotsDispatch<T>(nv, x_chunk + k * stride, dy_chunk, stride, by_row.other.get() + q,
@@ -181,7 +192,9 @@ absl::Status ValuesGradElements(OpKernelContext* ctx, const T* x, int64_t m, int
         for (int32_t i = 0; i < p1 - p0; ++i) total[i] += part[i];
       }
     }
-    for (int32_t p = p0; p < p1; ++p) dvalues[by_row.order[p]] = total[p - p0];
+    if (!by_row.in_order) {
+      for (int32_t p = p0; p < p1; ++p) dvalues[by_row.order[p]] = total[p - p0];
+    }
   });
   return absl::OkStatus();
 }

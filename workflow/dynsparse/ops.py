@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ OP_NAMES = ("BsmmForward", "BsmmInputGrad", "BsmmValuesGrad", "BsmmDenseGrad", "
 # loaded; `select_isa` switches later.
 ISAS = ("avx2", "avx512")
 ISA_ENV_VAR = "DYNSPARSE_ISA"
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -116,6 +118,15 @@ def using_isa(isa: str) -> Iterator[None]:
         yield
     finally:
         select_isa(previous)
+
+
+def on_each_isa(run: Callable[[], T]) -> dict[str, T]:
+    """`run()` once per variant this CPU supports (narrowest first), with that variant selected."""
+    results = {}
+    for isa in supported_isas():
+        with using_isa(isa):
+            results[isa] = run()
+    return results
 
 
 def _snake_case(op_name: str) -> str:
