@@ -5,6 +5,7 @@ The exhaustive numeric comparison lives in the self-test (tests/test_selftest.py
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -286,3 +287,34 @@ def test_unknown_isa_in_the_environment_fails_with_the_fix(
     )
     assert result.returncode != 0
     assert "DYNSPARSE_ISA=sse2 is not a variant" in result.stderr
+
+
+def test_build_turns_off_avx512fp16(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every compile and link command carries -mno-avx512fp16 after the configured flags."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(build, "compiler_accepts", lambda compiler, flag: True)
+    monkeypatch.setattr(build, "_run", lambda command, log: commands.append(command) or 0.0)
+    source = tmp_path / "a.cc"
+    source.write_text("int f() { return 1; }\n")
+    # The link only "ran": whether the missing library is noticed is not the point here.
+    with contextlib.suppress(OSError):
+        build.build_ops([source], tmp_path / "lib.so", "-O3 -march=native", log=lambda line: None)
+    assert len(commands) == 2
+    for command in commands:
+        assert command.index(build.NO_FP16_FLAG) > command.index("-march=native")
+
+
+@pytest.mark.slow
+def test_tensorflow_headers_compile_for_an_avx512fp16_cpu() -> None:
+    """-march=sapphirerapids enables AVX512-FP16, on which TensorFlow's Eigen fails to compile;
+    with the flag the build adds, the kernels' translation unit compiles."""
+    compiler = build.find_compiler()
+    if not build.compiler_accepts(compiler, build.NO_FP16_FLAG):
+        pytest.skip("this g++ does not know AVX512-FP16")
+    compile_flags, _ = build.tensorflow_flags()
+    source = Path(__file__).resolve().parents[1] / "ops" / "bsmm_kernels.cc"
+    command = [compiler, "-fsyntax-only", "-O3", "-march=sapphirerapids", build.NO_FP16_FLAG]
+    result = subprocess.run(
+        [*command, str(source), *compile_flags, *build.QUIET_FLAGS], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
