@@ -323,7 +323,7 @@ inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, con
   for (int v = 0; v < NV; ++v) Store(out + v * L, acc[0][v]);
 }
 
-// SparseAxpy<T, nv> for nv = 1 .. kMaxChunkVectors, indexed by nv - 1.
+// SparseAxpy<T, nv> for nv = 1 .. 8 (the vectors of a batch chunk), indexed by nv - 1.
 template <typename T, int... NV>
 constexpr auto SparseAxpyTable(std::integer_sequence<int, NV...>) {
   using Fn = void (*)(const T*, int64_t, const int32_t*, const T*, const int32_t*, int64_t, T*);

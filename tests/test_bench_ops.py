@@ -52,10 +52,11 @@ def test_loop_runs_every_repetition(ops_library: Path) -> None:
     w = tf.Variable(np.ones((256, 256), np.float32))
     _, loop = bench._compiled(lambda i: [tf.matmul(x, w)])
     loop(2)
-    times = {}
-    for n in (20, 200):
-        start = time.perf_counter()
-        loop(n).numpy()
-        times[n] = time.perf_counter() - start
+    times = {20: float("inf"), 200: float("inf")}
+    for _ in range(3):  # the fastest of three: a busy machine only ever adds time
+        for n in times:
+            start = time.perf_counter()
+            loop(n).numpy()
+            times[n] = min(times[n], time.perf_counter() - start)
     assert float(loop(7).numpy()) == 7 * 256.0  # 7 repetitions, each y[0, 0] = 256
     assert times[200] > 4 * times[20]

@@ -318,3 +318,11 @@ def test_tensorflow_headers_compile_for_an_avx512fp16_cpu() -> None:
         [*command, str(source), *compile_flags, *build.QUIET_FLAGS], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_on_each_isa_runs_once_per_supported_variant(ops_library: Path) -> None:
+    before = ops.kernel_isa()
+    seen = ops.on_each_isa(ops.kernel_isa)
+    assert list(seen) == list(ops.supported_isas())
+    assert all(isa == active for isa, active in seen.items())
+    assert ops.kernel_isa() == before
