@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -326,3 +328,37 @@ def test_on_each_isa_runs_once_per_supported_variant(ops_library: Path) -> None:
     assert list(seen) == list(ops.supported_isas())
     assert all(isa == active for isa, active in seen.items())
     assert ops.kernel_isa() == before
+
+
+# Registers and mnemonics that only AVX-512 (EVEX) code uses.
+AVX512_ONLY = re.compile(
+    r"zmm|%k[1-7]|[xy]mm(1[6-9]|2[0-9]|3[01])\b|\{1to|vpermt2|vpermi2|vpternlog|vpcompress|"
+    r"vexpand|vrndscale|v(insert|extract|broadcast|shuf)[fi](32|64)x|kmov|vpmov[qd][bwd]"
+)
+
+
+def test_avx512_code_only_in_the_avx512_variant(ops_library: Path) -> None:
+    """The library must load and run on an AVX2-only CPU: AVX-512 instructions may appear only
+    in functions of the dynsparse::avx512 namespace, called after the CPU check."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    listing = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", "-C", str(ops_library)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    function = ""
+    outside: set[str] = set()
+    inside = 0
+    for line in listing.splitlines():
+        if line.endswith(">:"):
+            function = line
+        elif AVX512_ONLY.search(line):
+            if "dynsparse::avx512::" in function:
+                inside += 1
+            else:
+                outside.add(function)
+    assert inside > 0  # the pattern finds the AVX-512 variant's code
+    assert not outside, sorted(outside)[:5]
