@@ -6,7 +6,7 @@
 For each case of dynsparse.bench_training.DEFAULT_CASES named: the step and its parts timed as
 variants of the same compiled loop (full step, forward + backward, forward, the loop and the batch
 gather alone), then the per-op time of the full step from the TensorFlow profiler (XPlane).
-Wave 1 measures the training loop as it is (dynsparse.train.StepFunctions).
+The step functions are the training's own (dynsparse.steps.StepFunctions).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from dynsparse import ops  # noqa: E402
 from dynsparse.bench_training import DEFAULT_CASES  # noqa: E402
 from dynsparse.layers import make_optimizer  # noqa: E402
 from dynsparse.models import build_model  # noqa: E402
-from dynsparse.train import StepFunctions  # noqa: E402
+from dynsparse.registry import model_entry  # noqa: E402
+from dynsparse.steps import StepFunctions  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 
@@ -61,15 +62,15 @@ def op_times(function, argument, steps: int) -> list[tuple[float, str]]:
 def profile(spec: str, config: dict) -> None:
     model_name, case_name = spec.split("/")
     case = next(c for c in DEFAULT_CASES if (c.model, c.name) == (model_name, case_name))
-    settings = {**config[model_name]["defaults"], **case.changes}
-    batch = int(settings["batch_size"])
-    model = build_model(model_name, settings, tf.random.Generator.from_seed(0))
+    settings = model_entry(model_name).parse({**config[model_name]["defaults"], **case.changes})
+    batch = settings.batch_size
+    model = build_model(settings, tf.random.Generator.from_seed(0))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(2048, 28, 28), dtype=np.uint8)
     x_train = tf.constant(model.prepare(images))
     y_train = tf.constant(rng.integers(0, 10, 2048).astype(np.int32))
     trainable = list(model.trainable_variables)
-    optimizer = make_optimizer(settings["optimizer"], trainable, dict(settings["optimizer_args"]))
+    optimizer = make_optimizer(settings.optimizer.name, trainable, settings.optimizer.kwargs)
     optimizer.learning_rate.assign(1e-4)
     steps_fn = StepFunctions(model, optimizer, x_train, y_train, batch, tuple(x_train.shape[1:]))
     steps = 400 if model_name == "fc" else 40
