@@ -4,13 +4,15 @@
 //   BsmmInputGrad   dx [M, n_in]          = dy [M, n_out] . W^T
 //   BsmmValuesGrad  dvalues [nnz, bs, bs] = (x^T . dy) at the non-zero blocks only
 //   BsmmDenseGrad   |x^T . dy|, [n_in, n_out] (NONE) or pooled per block [n_in/bs, n_out/bs]
+//   BsmmIsa         the instruction-set variant of the kernels in use, and the supported ones
 //
-// The shape functions repeat the static checks of the kernels so that graph construction fails
-// early with the same messages.
+// The shape functions repeat the static checks of the kernels (bsmm_checks.h) so that graph
+// construction fails early with the same messages.
 #include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "bsmm_checks.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -23,31 +25,24 @@ using tensorflow::shape_inference::ShapeHandle;
 
 absl::Status BlockSizeAttr(InferenceContext* c, const char* op, int64_t* bs) {
   TF_RETURN_IF_ERROR(c->GetAttr("block_size", bs));
-  if (*bs == 1 || *bs == 4 || *bs == 8 || *bs == 16) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      op, ": block_size must be one of 1, 4, 8, 16, got ", *bs,
-      ". Build the sparse layer with a supported block size."));
+  return CheckBlockSize(op, *bs);
 }
 
 absl::Status DivisibleIfKnown(InferenceContext* c, const char* op, const char* what,
                               DimensionHandle dim, int64_t bs) {
-  if (!c->ValueKnown(dim) || c->Value(dim) % bs == 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      op, ": ", what, " = ", c->Value(dim), " is not divisible by block_size ", bs, ". Pad ", what,
-      " to a multiple of ", bs, " or use a block size that divides it."));
+  if (!c->ValueKnown(dim)) return absl::OkStatus();
+  return CheckDivisible(op, what, c->Value(dim), bs);
 }
 
-// rows and cols [nnz], and values [nnz, bs, bs] when has_values; returns nnz.
+// rows and cols [nnz], and values [nnz, bs, bs] when values_index >= 0; returns nnz.
 absl::Status BlockInputs(InferenceContext* c, const char* op, int values_index, int rows_index,
                          int64_t bs, DimensionHandle* nnz) {
   ShapeHandle rows, cols;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(rows_index), 1, &rows));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(rows_index + 1), 1, &cols));
   if (!c->Merge(rows, cols, &rows).ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": rows and cols must have one entry per block, got rows of length ",
-        c->DebugString(c->Dim(rows, 0)), " and cols of length ", c->DebugString(c->Dim(cols, 0)),
-        ". Pass block coordinates of equal length."));
+    return CoordinateLengthError(op, c->DebugString(c->Dim(rows, 0)),
+                                 c->DebugString(c->Dim(cols, 0)));
   }
   *nnz = c->Dim(rows, 0);
   if (values_index < 0) return absl::OkStatus();
@@ -56,17 +51,12 @@ absl::Status BlockInputs(InferenceContext* c, const char* op, int values_index, 
   for (int d : {1, 2}) {
     DimensionHandle dim = c->Dim(values, d);
     if (c->ValueKnown(dim) && c->Value(dim) != bs) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op, ": values must have shape [nnz, block_size, block_size] = [nnz, ", bs, ", ", bs,
-          "], got ", c->DebugString(values),
-          ". Pass block_size equal to the last two dimensions of values."));
+      return ValuesShapeError(op, bs, c->DebugString(values));
     }
   }
   if (!c->Merge(c->Dim(values, 0), *nnz, nnz).ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": values has ", c->DebugString(c->Dim(values, 0)),
-        " blocks but rows and cols have ", c->DebugString(c->Dim(rows, 0)),
-        " entries. Pass one (row, col) pair per block of values."));
+    return ValuesCountError(op, c->DebugString(c->Dim(values, 0)),
+                            c->DebugString(c->Dim(rows, 0)));
   }
   return absl::OkStatus();
 }
@@ -74,9 +64,7 @@ absl::Status BlockInputs(InferenceContext* c, const char* op, int values_index, 
 absl::Status SameBatch(InferenceContext* c, const char* op, ShapeHandle x, ShapeHandle dy,
                        DimensionHandle* batch) {
   if (c->Merge(c->Dim(x, 0), c->Dim(dy, 0), batch).ok()) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      op, ": x and dy must have the same number of rows (batch), got x ", c->DebugString(x),
-      " and dy ", c->DebugString(dy), "."));
+  return SameBatchError(op, c->DebugString(x), c->DebugString(dy));
 }
 
 }  // namespace
@@ -188,5 +176,20 @@ REGISTER_OP("BsmmDenseGrad")
     .Doc(
         "|x^T . dy| for RigL regrowth: [n_in, n_out] with pooling NONE, otherwise SUM, AVG or "
         "MAX over each block, [n_in/bs, n_out/bs].");
+
+REGISTER_OP("BsmmIsa")
+    .Output("active: string")
+    .Output("supported: string")
+    .Attr("select: string = ''")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      c->set_output(0, c->Scalar());
+      c->set_output(1, c->Vector(InferenceContext::kUnknownDim));
+      return absl::OkStatus();
+    })
+    .Doc(
+        "The instruction-set variant of the Bsmm kernels in use (avx2 or avx512, chosen at load "
+        "time: the widest the CPU supports, or DYNSPARSE_ISA) and the variants the CPU supports. "
+        "A non-empty `select` switches every Bsmm kernel of the process to that variant first.");
 
 }  // namespace dynsparse

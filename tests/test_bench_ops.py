@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
-from dynsparse import bench
+from dynsparse import bench, ops
 
 
 def test_tiny_sweep_writes_csv_plot_and_table(ops_library: Path, tmp_path: Path) -> None:
@@ -24,9 +25,11 @@ def test_tiny_sweep_writes_csv_plot_and_table(ops_library: Path, tmp_path: Path)
         for column in bench.BENCH_OPS_COLUMNS:
             if column.endswith("_ms") or "speedup" in column:
                 assert float(row[column]) > 0, column
+        assert row["isa"] == ops.kernel_isa() and row["cpu"] and int(row["threads"]) >= 1
+        assert int(row["loop_reps"]) >= bench.LOOP_REPS[0]
     assert plot_path.stat().st_size > 0
     table = bench.bench_ops_table(rows)
-    assert "fwd/dense" in table and len(table.splitlines()) == len(rows) + 3
+    assert "fwd/dense" in table and len(table.splitlines()) == len(rows) + 4
 
 
 def test_sweeps_contain_the_target_shapes() -> None:
@@ -37,3 +40,23 @@ def test_sweeps_contain_the_target_shapes() -> None:
     assert len(full) > len(quick)
     with pytest.raises(ValueError, match="unknown op benchmark sweep"):
         bench.bench_ops_cases("huge")
+
+
+def test_loop_runs_every_repetition(ops_library: Path) -> None:
+    """The compiled loop must not be cut short: n repetitions take about n times one."""
+    import time
+
+    import tensorflow as tf
+
+    x = tf.constant(np.ones((64, 256), np.float32))
+    w = tf.Variable(np.ones((256, 256), np.float32))
+    _, loop = bench._compiled(lambda i: [tf.matmul(x, w)])
+    loop(2)
+    times = {20: float("inf"), 200: float("inf")}
+    for _ in range(3):  # the fastest of three: a busy machine only ever adds time
+        for n in times:
+            start = time.perf_counter()
+            loop(n).numpy()
+            times[n] = min(times[n], time.perf_counter() - start)
+    assert float(loop(7).numpy()) == 7 * 256.0  # 7 repetitions, each y[0, 0] = 256
+    assert times[200] > 4 * times[20]

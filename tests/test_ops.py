@@ -5,8 +5,13 @@ The exhaustive numeric comparison lives in the self-test (tests/test_selftest.py
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,15 @@ import pytest
 import tensorflow as tf
 from dynsparse import build, ops
 from dynsparse.blocks import pool as block_pool
+
+
+@pytest.fixture(params=ops.ISAS)
+def isa(request: pytest.FixtureRequest, ops_library: Path) -> Iterator[str]:
+    """Each instruction-set variant of the kernels this CPU supports, selected for the test."""
+    if request.param not in ops.supported_isas():
+        pytest.skip(f"this CPU cannot run the {request.param} kernels")
+    with ops.using_isa(request.param):
+        yield request.param
 
 
 def random_pattern(
@@ -42,7 +56,7 @@ def test_dense_from_blocks_rejects_indivisible_shape() -> None:
 
 
 @pytest.mark.parametrize("bs", ops.BLOCK_SIZES)
-def test_forward_and_gradients_match_dense(ops_library: Path, bs: int) -> None:
+def test_forward_and_gradients_match_dense(isa: str, bs: int) -> None:
     rng = np.random.default_rng(bs)
     batch, n_in, n_out = 7, 3 * 16, 2 * 16
     values, rows, cols = random_pattern(rng, n_in, n_out, bs, nnz=(n_in // bs) * (n_out // bs) // 3)
@@ -106,7 +120,7 @@ def test_pattern_changed_in_place_needs_no_retrace(ops_library: Path) -> None:
     assert forward_and_grad.experimental_get_tracing_count() == 1
 
 
-def test_results_are_bitwise_stable(ops_library: Path) -> None:
+def test_results_are_bitwise_stable(isa: str) -> None:
     rng = np.random.default_rng(5)
     for bs in (1, 16):
         values, rows, cols = random_pattern(rng, 256, 128, bs, nnz=(256 // bs) * (128 // bs) // 4)
@@ -146,12 +160,13 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-library, threads, workflow_dir, output = sys.argv[1:5]
+library, threads, workflow_dir, output, isa = sys.argv[1:6]
 tf.config.threading.set_intra_op_parallelism_threads(int(threads))
 sys.path.insert(0, workflow_dir)
 from dynsparse import ops
 
 ops.load_ops(library)
+assert ops.kernel_isa() == isa, (ops.kernel_isa(), isa)
 rng = np.random.default_rng(0)
 results = {}
 for bs, n_in, n_out, nnz in ((1, 512, 1024, 150_000), (16, 512, 1024, 600)):
@@ -172,7 +187,9 @@ np.savez(output, **results)
 """
 
 
-def test_results_do_not_depend_on_the_thread_count(ops_library: Path, tmp_path: Path) -> None:
+def test_results_do_not_depend_on_the_thread_count(
+    isa: str, ops_library: Path, tmp_path: Path
+) -> None:
     script = tmp_path / "run.py"
     script.write_text(THREADS_SCRIPT)
     workflow_dir = Path(ops.__file__).resolve().parents[1]
@@ -180,13 +197,18 @@ def test_results_do_not_depend_on_the_thread_count(ops_library: Path, tmp_path: 
     for threads in (1, 4):
         output = tmp_path / f"threads{threads}.npz"
         command = [sys.executable, str(script), str(ops_library), str(threads)]
-        subprocess.run([*command, str(workflow_dir), str(output)], check=True, capture_output=True)
+        subprocess.run(
+            [*command, str(workflow_dir), str(output), isa],
+            check=True,
+            capture_output=True,
+            env={**os.environ, ops.ISA_ENV_VAR: isa},
+        )
         outputs[threads] = np.load(output)
     for name in outputs[1].files:
         np.testing.assert_array_equal(outputs[1][name], outputs[4][name], err_msg=name)
 
 
-def test_sliced_inputs(ops_library: Path) -> None:
+def test_sliced_inputs(isa: str) -> None:
     """Slices may share (and offset) their parent's buffer; the kernels accept any alignment."""
     rng = np.random.default_rng(6)
     values, rows, cols = random_pattern(rng, 13, 10, 1, nnz=40)
@@ -197,7 +219,7 @@ def test_sliced_inputs(ops_library: Path) -> None:
         np.testing.assert_allclose(y.numpy(), x.numpy() @ dense, rtol=1e-5, atol=1e-5)
 
 
-def test_patterns_taken_in_turn_by_one_kernel(ops_library: Path) -> None:
+def test_patterns_taken_in_turn_by_one_kernel(isa: str) -> None:
     """The kernels cache the grouping of the last pattern; every change must be seen."""
     rng = np.random.default_rng(8)
     n_in, n_out, bs = 64, 32, 4
@@ -221,3 +243,122 @@ def test_patterns_taken_in_turn_by_one_kernel(ops_library: Path) -> None:
         blocks = dense_grad.reshape(n_in // bs, bs, n_out // bs, bs).transpose(0, 2, 1, 3)
         np.testing.assert_allclose(dvalues.numpy(), blocks[rows, cols], rtol=1e-4, atol=1e-4)
     assert forward_backward.experimental_get_tracing_count() == 1
+
+
+def test_isa_variants_agree_and_report_themselves(ops_library: Path) -> None:
+    """Every supported variant gives the dense product (up to rounding) and says it is in use."""
+    supported = ops.supported_isas()
+    assert supported and set(supported) <= set(ops.ISAS)
+    assert ops.kernel_isa() == supported[-1]  # the widest, unless DYNSPARSE_ISA says otherwise
+    rng = np.random.default_rng(9)
+    values, rows, cols = random_pattern(rng, 96, 64, 1, nnz=1500)
+    x = rng.standard_normal((21, 96)).astype(np.float32)
+    expected = x.astype(np.float64) @ ops.dense_from_blocks(values, rows, cols, (96, 64))
+    for isa in supported:
+        with ops.using_isa(isa):
+            assert ops.kernel_isa() == isa
+            y = ops.bsmm(x, values, rows, cols, n_out=64).numpy()
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4, err_msg=isa)
+    with pytest.raises(ValueError, match="unknown instruction-set variant"):
+        ops.select_isa("sse2")
+
+
+ISA_ENV_SCRIPT = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from dynsparse import ops
+
+ops.load_ops(sys.argv[1])
+ops.bsmm(np.ones((2, 4), np.float32), np.ones((1, 4, 4), np.float32), np.zeros(1, np.int32),
+         np.zeros(1, np.int32), n_out=4)
+"""
+
+
+def test_unknown_isa_in_the_environment_fails_with_the_fix(
+    ops_library: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(ISA_ENV_SCRIPT)
+    workflow_dir = Path(ops.__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(script), str(ops_library), str(workflow_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, ops.ISA_ENV_VAR: "sse2"},
+    )
+    assert result.returncode != 0
+    assert "DYNSPARSE_ISA=sse2 is not a variant" in result.stderr
+
+
+def test_build_turns_off_avx512fp16(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every compile and link command carries -mno-avx512fp16 after the configured flags."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(build, "compiler_accepts", lambda compiler, flag: True)
+    monkeypatch.setattr(build, "_run", lambda command, log: commands.append(command) or 0.0)
+    source = tmp_path / "a.cc"
+    source.write_text("int f() { return 1; }\n")
+    # The link only "ran": whether the missing library is noticed is not the point here.
+    with contextlib.suppress(OSError):
+        build.build_ops([source], tmp_path / "lib.so", "-O3 -march=native", log=lambda line: None)
+    assert len(commands) == 2
+    for command in commands:
+        assert command.index(build.NO_FP16_FLAG) > command.index("-march=native")
+
+
+@pytest.mark.slow
+def test_tensorflow_headers_compile_for_an_avx512fp16_cpu() -> None:
+    """-march=sapphirerapids enables AVX512-FP16, on which TensorFlow's Eigen fails to compile;
+    with the flag the build adds, the kernels' translation unit compiles."""
+    compiler = build.find_compiler()
+    if not build.compiler_accepts(compiler, build.NO_FP16_FLAG):
+        pytest.skip("this g++ does not know AVX512-FP16")
+    compile_flags, _ = build.tensorflow_flags()
+    source = Path(__file__).resolve().parents[1] / "ops" / "bsmm_kernels.cc"
+    command = [compiler, "-fsyntax-only", "-O3", "-march=sapphirerapids", build.NO_FP16_FLAG]
+    result = subprocess.run(
+        [*command, str(source), *compile_flags, *build.QUIET_FLAGS], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_on_each_isa_runs_once_per_supported_variant(ops_library: Path) -> None:
+    before = ops.kernel_isa()
+    seen = ops.on_each_isa(ops.kernel_isa)
+    assert list(seen) == list(ops.supported_isas())
+    assert all(isa == active for isa, active in seen.items())
+    assert ops.kernel_isa() == before
+
+
+# Registers and mnemonics that only AVX-512 (EVEX) code uses.
+AVX512_ONLY = re.compile(
+    r"zmm|%k[1-7]|[xy]mm(1[6-9]|2[0-9]|3[01])\b|\{1to|vpermt2|vpermi2|vpternlog|vpcompress|"
+    r"vexpand|vrndscale|v(insert|extract|broadcast|shuf)[fi](32|64)x|kmov|vpmov[qd][bwd]"
+)
+
+
+def test_avx512_code_only_in_the_avx512_variant(ops_library: Path) -> None:
+    """The library must load and run on an AVX2-only CPU: AVX-512 instructions may appear only
+    in functions of the dynsparse::avx512 namespace, called after the CPU check."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    listing = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", "-C", str(ops_library)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    function = ""
+    outside: set[str] = set()
+    inside = 0
+    for line in listing.splitlines():
+        if line.endswith(">:"):
+            function = line
+        elif AVX512_ONLY.search(line):
+            if "dynsparse::avx512::" in function:
+                inside += 1
+            else:
+                outside.add(function)
+    assert inside > 0  # the pattern finds the AVX-512 variant's code
+    assert not outside, sorted(outside)[:5]

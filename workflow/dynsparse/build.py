@@ -14,7 +14,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# Base flags of every translation unit. The products are compiled for AVX2 and for AVX-512 in any
+# case (ops/bsmm_avx2.cc, ops/bsmm_avx512.cc, by `#pragma GCC target`) and chosen at load time.
 DEFAULT_CXXFLAGS = "-O3 -mavx2 -mfma"
+# TensorFlow's bundled Eigen does not compile with AVX512-FP16 enabled (-march=native or
+# -march=sapphirerapids on CPUs that have it); the ops use no FP16, so it is always turned off.
+NO_FP16_FLAG = "-mno-avx512fp16"
 # TensorFlow's own headers emit ~100 of these with g++ 12; our code has none.
 QUIET_FLAGS = ["-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-psabi"]
 
@@ -64,6 +69,13 @@ def find_compiler() -> str:
     return compiler
 
 
+def compiler_accepts(compiler: str, flag: str) -> bool:
+    """Whether `compiler` knows `flag` (g++ before 12 does not know -mno-avx512fp16)."""
+    probe = [compiler, flag, "-x", "c++", "-fsyntax-only", "-"]
+    result = subprocess.run(probe, input="", capture_output=True, text=True, check=False)
+    return result.returncode == 0
+
+
 def _run(command: list[str], log: Log) -> float:
     log(f"$ {shlex.join(command)}")
     start = time.perf_counter()
@@ -103,6 +115,8 @@ def build_ops(
         raise FileNotFoundError(f"build_ops: missing C++ sources: {', '.join(missing)}")
     compile_flags, link_flags = tensorflow_flags()
     user_flags = shlex.split(extra_flags)
+    if compiler_accepts(compiler, NO_FP16_FLAG):
+        user_flags.append(NO_FP16_FLAG)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = ["BLOCK_SIZES", "POOLINGS"]
-OP_NAMES = ("BsmmForward", "BsmmInputGrad", "BsmmValuesGrad", "BsmmDenseGrad")
+OP_NAMES = ("BsmmForward", "BsmmInputGrad", "BsmmValuesGrad", "BsmmDenseGrad", "BsmmIsa")
+# The instruction-set variants compiled into the library, narrowest first. The widest one the CPU
+# supports is used unless the environment variable ISA_ENV_VAR names another when the library is
+# loaded; `select_isa` switches later.
+ISAS = ("avx2", "avx512")
+ISA_ENV_VAR = "DYNSPARSE_ISA"
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -77,6 +84,49 @@ def loaded_ops() -> ModuleType:
             "libdynsparse_ops.so>) first"
         )
     return _module
+
+
+def kernel_isa() -> str:
+    """The instruction-set variant the kernels use now (one of ISAS)."""
+    active, _ = loaded_ops().bsmm_isa()
+    return active.numpy().decode()
+
+
+def supported_isas() -> tuple[str, ...]:
+    """The variants this CPU can run, narrowest first."""
+    _, supported = loaded_ops().bsmm_isa()
+    return tuple(name.decode() for name in supported.numpy())
+
+
+def select_isa(isa: str) -> str:
+    """Switch every kernel of this process to `isa`; returns the variant used before."""
+    if isa not in ISAS:
+        raise ValueError(f"unknown instruction-set variant {isa!r}; use one of {ISAS}")
+    previous = kernel_isa()
+    supported = supported_isas()
+    if isa not in supported:
+        raise ValueError(f"this CPU cannot run the {isa} kernels; it supports {supported}")
+    loaded_ops().bsmm_isa(select=isa)
+    return previous
+
+
+@contextlib.contextmanager
+def using_isa(isa: str) -> Iterator[None]:
+    """Run the block inside with the kernels of `isa`, then switch back."""
+    previous = select_isa(isa)
+    try:
+        yield
+    finally:
+        select_isa(previous)
+
+
+def on_each_isa(run: Callable[[], T]) -> dict[str, T]:
+    """`run()` once per variant this CPU supports (narrowest first), with that variant selected."""
+    results = {}
+    for isa in supported_isas():
+        with using_isa(isa):
+            results[isa] = run()
+    return results
 
 
 def _snake_case(op_name: str) -> str:

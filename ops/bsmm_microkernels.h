@@ -1,311 +1,21 @@
-// Shared pieces of the block-sparse matmul (Bsmm*) ops: threading, argument checks, block
-// grouping, packing and the micro-kernels.
-//
-// A sparse W [n_in, n_out] is held as values [nnz, bs, bs], rows [nnz], cols [nnz]: block b
-// covers W[rows[b]*bs : +bs, cols[b]*bs : +bs] = values[b].
-//
-// Determinism: every parallel work unit owns a fixed part of the output (an output block-column,
-// an input block-row, a non-zero block, an output tile) and computes it in a fixed summation
-// order, so results do not depend on the number of threads or on how units are sharded.
-#ifndef DYNSPARSE_OPS_BSMM_COMMON_H_
-#define DYNSPARSE_OPS_BSMM_COMMON_H_
+// SIMD helpers, packing and micro-kernels of the block-sparse products. ISA-specific: included
+// only by bsmm_products.h inside the namespace of one instruction-set variant, under a
+// `#pragma GCC target` set by the variant's translation unit (bsmm_avx2.cc, bsmm_avx512.cc), with
+// DYNSPARSE_VEC_BYTES (vector width) and DYNSPARSE_VEC_REGS (vector registers) defined.
+// Everything it uses from outside (std, TensorFlow, bsmm_groups.h) is included before the
+// pragma, so no inline function shared with another variant is compiled for this one's ISA.
+#ifndef DYNSPARSE_OPS_BSMM_MICROKERNELS_H_
+#define DYNSPARSE_OPS_BSMM_MICROKERNELS_H_
 
-#define EIGEN_USE_THREADS
-
-#include <algorithm>
-#include <cstdint>
-#include <cstring>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <vector>
-
-#if defined(__AVX__)
-#include <immintrin.h>
+#if !defined(DYNSPARSE_VEC_BYTES) || !defined(DYNSPARSE_VEC_REGS)
+#error "include bsmm_microkernels.h through a variant's translation unit (bsmm_avx2.cc, ...)"
 #endif
 
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/platform/threadpool.h"
-
-namespace dynsparse {
-
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-
-// Raw element pointers. Not flat<T>(): that CHECKs 64-byte alignment and would abort the process
-// on an unaligned slice; the kernels only use unaligned loads. Dtypes are fixed by registration.
-template <typename T>
-inline const T* Data(const Tensor& t) {
-  return reinterpret_cast<const T*>(t.tensor_data().data());
-}
-template <typename T>
-inline T* MutableData(Tensor* t) {
-  return reinterpret_cast<T*>(const_cast<char*>(t->tensor_data().data()));
-}
-
 // ---------------------------------------------------------------------------------------------
-// Threading. A unit owns a fixed part of the output; shards only group consecutive units.
+// SIMD helpers: GCC vector extensions, lowered to whatever the variant's target allows.
 
-using ThreadPool = tensorflow::thread::ThreadPool;
-
-inline void ParallelUnits(OpKernelContext* ctx, int64_t units, int64_t cost_per_unit,
-                          const std::function<void(int64_t, int64_t)>& fn) {
-  if (units <= 0) return;
-  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  workers->ParallelFor(units,
-                       ThreadPool::SchedulingParams::Adaptive(std::max<int64_t>(cost_per_unit, 1)),
-                       fn);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Argument checks. Messages name the tensor, the offending value and the fix.
-
-inline bool IsSupportedBlockSize(int64_t bs) { return bs == 1 || bs == 4 || bs == 8 || bs == 16; }
-
-inline absl::Status CheckBlockSize(const char* op, int64_t bs) {
-  if (IsSupportedBlockSize(bs)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      op, ": block_size must be one of 1, 4, 8, 16, got ", bs,
-      ". Build the sparse layer with a supported block size."));
-}
-
-inline absl::Status CheckDivisible(const char* op, const std::string& what, int64_t dim,
-                                   int64_t bs) {
-  if (dim % bs == 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      op, ": ", what, " = ", dim, " is not divisible by block_size ", bs, ". Pad ", what,
-      " to a multiple of ", bs, " or use a block size that divides it."));
-}
-
-inline absl::Status CheckRank(const char* op, const char* name, const Tensor& t, int rank) {
-  if (t.dims() == rank) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " must have rank ", rank,
-                                                 ", got shape ", t.shape().DebugString(), "."));
-}
-
-inline absl::Status CheckSameBatch(const char* op, const Tensor& x, const Tensor& dy) {
-  if (x.dim_size(0) == dy.dim_size(0)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      op, ": x and dy must have the same number of rows (batch), got x ", x.shape().DebugString(),
-      " and dy ", dy.shape().DebugString(), "."));
-}
-
-// values [nnz, bs, bs], rows [nnz], cols [nnz]; `values` may be null (ops without values).
-inline absl::Status CheckBlockTensors(const char* op, const Tensor* values, const Tensor& rows,
-                                      const Tensor& cols, int64_t bs) {
-  TF_RETURN_IF_ERROR(CheckRank(op, "rows", rows, 1));
-  TF_RETURN_IF_ERROR(CheckRank(op, "cols", cols, 1));
-  if (rows.dim_size(0) != cols.dim_size(0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": rows and cols must have one entry per block, got rows of length ",
-        rows.dim_size(0), " and cols of length ", cols.dim_size(0),
-        ". Pass block coordinates of equal length."));
-  }
-  if (values != nullptr) {
-    TF_RETURN_IF_ERROR(CheckRank(op, "values", *values, 3));
-    if (values->dim_size(1) != bs || values->dim_size(2) != bs) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op, ": values must have shape [nnz, block_size, block_size] = [nnz, ", bs, ", ", bs,
-          "], got ", values->shape().DebugString(),
-          ". Pass block_size equal to the last two dimensions of values."));
-    }
-    if (values->dim_size(0) != rows.dim_size(0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op, ": values has ", values->dim_size(0), " blocks but rows and cols have ",
-          rows.dim_size(0), " entries. Pass one (row, col) pair per block of values."));
-    }
-  }
-  return absl::OkStatus();
-}
-
-inline absl::Status CheckRange(const char* op, const char* name, const int32_t* idx, int64_t nnz,
-                               int64_t limit, const char* dim_name, int64_t dim, int64_t bs) {
-  // A vectorisable min/max first; the search for the culprit only runs on failure.
-  int32_t lo = 0;
-  int32_t hi = 0;
-  for (int64_t b = 0; b < nnz; ++b) {
-    lo = std::min(lo, idx[b]);
-    hi = std::max(hi, idx[b]);
-  }
-  if (lo >= 0 && (nnz == 0 || hi < limit)) return absl::OkStatus();
-  for (int64_t b = 0; b < nnz; ++b) {
-    if (idx[b] < 0 || idx[b] >= limit) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op, ": ", name, "[", b, "] = ", idx[b], " is out of range [0, ", limit, ") (", dim_name,
-          " ", dim, " / block_size ", bs, " = ", limit, " blocks). ", name,
-          " holds block coordinates, not element coordinates; fix the pattern."));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Blocks grouped by one coordinate (the key): the blocks of key k are order[ptr[k] .. ptr[k+1])
-// in increasing block index, and other[p] is the other coordinate of block order[p].
-struct BlockGroups {
-  int64_t n_keys = 0;
-  int64_t nnz = 0;
-  std::unique_ptr<int32_t[]> ptr;
-  std::unique_ptr<int32_t[]> order;
-  std::unique_ptr<int32_t[]> other;
-  int64_t size() const { return nnz; }
-  int64_t keys() const { return n_keys; }
-};
-
-// Checks both coordinate ranges and that no (row, col) block appears twice, and groups the
-// blocks by rows (by_row) or by cols with a stable counting sort, O(nnz + n_keys). The sort runs
-// over a number of block ranges that depends only on nnz, so the result does not depend on the
-// threads. This runs before any write to an output.
-inline absl::Status GroupBlocks(OpKernelContext* ctx, const char* op, const int32_t* rows,
-                                const int32_t* cols, int64_t nnz, int64_t n_block_rows,
-                                int64_t n_block_cols, int64_t n_in, int64_t n_out, int64_t bs,
-                                bool by_row, BlockGroups* groups) {
-  TF_RETURN_IF_ERROR(CheckRange(op, "rows", rows, nnz, n_block_rows, "n_in", n_in, bs));
-  TF_RETURN_IF_ERROR(CheckRange(op, "cols", cols, nnz, n_block_cols, "n_out", n_out, bs));
-  if (nnz > n_block_rows * n_block_cols) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": ", nnz, " blocks do not fit in a ", n_block_rows, " x ", n_block_cols,
-        " block grid without duplicates. Use at most ", n_block_rows * n_block_cols, " blocks."));
-  }
-  const int32_t* key = by_row ? rows : cols;
-  const int32_t* other = by_row ? cols : rows;
-  const int64_t n_keys = by_row ? n_block_rows : n_block_cols;
-  const int64_t n_other = by_row ? n_block_cols : n_block_rows;
-  groups->n_keys = n_keys;
-  groups->nnz = nnz;
-  groups->ptr.reset(new int32_t[n_keys + 1]);
-  groups->order.reset(new int32_t[std::max<int64_t>(nnz, 1)]);
-  groups->other.reset(new int32_t[std::max<int64_t>(nnz, 1)]);
-  int32_t* ptr = groups->ptr.get();
-  int32_t* order = groups->order.get();
-  int32_t* other_sorted = groups->other.get();
-
-  // Counting sort over `parts` consecutive ranges of blocks: count, offsets, scatter.
-  constexpr int64_t kPartBlocks = 1 << 15;
-  const int64_t parts = std::clamp<int64_t>(nnz / kPartBlocks, 1, 16);
-  std::vector<int32_t> next(parts * n_keys, 0);
-  auto part_begin = [&](int64_t q) { return q * nnz / parts; };
-  ParallelUnits(ctx, parts, kPartBlocks * 2, [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) {
-      int32_t* count = next.data() + q * n_keys;
-      for (int64_t b = part_begin(q); b < part_begin(q + 1); ++b) ++count[key[b]];
-    }
-  });
-  int32_t running = 0;
-  for (int64_t k = 0; k < n_keys; ++k) {
-    ptr[k] = running;
-    for (int64_t q = 0; q < parts; ++q) {
-      const int32_t count = next[q * n_keys + k];
-      next[q * n_keys + k] = running;
-      running += count;
-    }
-  }
-  ptr[n_keys] = running;
-  ParallelUnits(ctx, parts, kPartBlocks * 4, [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) {
-      int32_t* slot = next.data() + q * n_keys;
-      for (int64_t b = part_begin(q); b < part_begin(q + 1); ++b) {
-        order[slot[key[b]]++] = static_cast<int32_t>(b);
-      }
-    }
-  });
-
-  // Other coordinates, and duplicates: within a key group, stamp each other-coordinate with the
-  // key. first_duplicate[k] belongs to the unit of key k, so the report does not depend on
-  // sharding.
-  std::vector<int32_t> first_duplicate(n_keys, -1);
-  ParallelUnits(ctx, n_keys, 4 + 8 * nnz / std::max<int64_t>(n_keys, 1),
-                [&](int64_t begin, int64_t end) {
-                  std::vector<int32_t> stamp(n_other, -1);
-                  for (int64_t k = begin; k < end; ++k) {
-                    for (int32_t p = ptr[k]; p < ptr[k + 1]; ++p) {
-                      const int32_t o = other[order[p]];
-                      other_sorted[p] = o;
-                      if (stamp[o] == k && first_duplicate[k] < 0) first_duplicate[k] = p;
-                      stamp[o] = static_cast<int32_t>(k);
-                    }
-                  }
-                });
-  for (int64_t k = 0; k < n_keys; ++k) {
-    const int32_t p = first_duplicate[k];
-    if (p < 0) continue;
-    int32_t q = ptr[k];
-    while (other_sorted[q] != other_sorted[p]) ++q;
-    const int32_t b = order[p];
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": duplicate block (row ", rows[b], ", col ", cols[b], ") at positions ", order[q],
-        " and ", b, " of rows/cols. Each block may appear once; merge or move one of them."));
-  }
-  return absl::OkStatus();
-}
-
-// The groups of the last pattern a kernel saw. RigL changes a layer's pattern only on update
-// steps, so most calls find the same rows and cols: comparing them (a memcmp) is much cheaper than
-// checking and sorting again. The cache holds a copy of the coordinates and immutable groups
-// behind a mutex (Compute may run concurrently on one kernel); a hit returns the same groups a
-// miss would build, so results do not depend on it.
-class GroupCache {
- public:
-  absl::Status Get(OpKernelContext* ctx, const char* op, const int32_t* rows, const int32_t* cols,
-                   int64_t nnz, int64_t n_block_rows, int64_t n_block_cols, int64_t n_in,
-                   int64_t n_out, int64_t bs, bool by_row,
-                   std::shared_ptr<const BlockGroups>* groups) {
-    const Key key{n_block_rows, n_block_cols, n_in, n_out, bs, by_row};
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (groups_ != nullptr && key == key_ && static_cast<int64_t>(rows_.size()) == nnz &&
-          std::equal(rows, rows + nnz, rows_.begin()) &&
-          std::equal(cols, cols + nnz, cols_.begin())) {
-        *groups = groups_;
-        return absl::OkStatus();
-      }
-    }
-    auto built = std::make_shared<BlockGroups>();
-    TF_RETURN_IF_ERROR(GroupBlocks(ctx, op, rows, cols, nnz, n_block_rows, n_block_cols, n_in,
-                                   n_out, bs, by_row, built.get()));
-    std::lock_guard<std::mutex> lock(mu_);
-    key_ = key;
-    rows_.assign(rows, rows + nnz);
-    cols_.assign(cols, cols + nnz);
-    groups_ = built;
-    *groups = std::move(built);
-    return absl::OkStatus();
-  }
-
- private:
-  struct Key {
-    int64_t n_block_rows = -1, n_block_cols = -1, n_in = -1, n_out = -1, bs = -1;
-    bool by_row = false;
-    bool operator==(const Key& other) const {
-      return n_block_rows == other.n_block_rows && n_block_cols == other.n_block_cols &&
-             n_in == other.n_in && n_out == other.n_out && bs == other.bs &&
-             by_row == other.by_row;
-    }
-  };
-  std::mutex mu_;
-  Key key_;
-  std::vector<int32_t> rows_;
-  std::vector<int32_t> cols_;
-  std::shared_ptr<const BlockGroups> groups_;
-};
-
-// ---------------------------------------------------------------------------------------------
-// SIMD helpers: GCC vector extensions, lowered to whatever the -m flags allow.
-
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-constexpr int kVecRegs = 32;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-constexpr int kVecRegs = 16;
-#else
-constexpr int kVecBytes = 16;
-constexpr int kVecRegs = 16;
-#endif
+constexpr int kVecBytes = DYNSPARSE_VEC_BYTES;
+constexpr int kVecRegs = DYNSPARSE_VEC_REGS;
 
 template <typename T, int N>
 struct VecOf {
@@ -398,7 +108,6 @@ inline void Transpose8x8(const T* src, int64_t ld_src, T* dst, int64_t ld_dst) {
   }
 }
 
-#if defined(__AVX__)
 template <>
 inline void Transpose8x8<float>(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
   __m256 r0 = _mm256_loadu_ps(src + 0 * ld_src);
@@ -434,7 +143,6 @@ inline void Transpose8x8<float>(const float* src, int64_t ld_src, float* dst, in
   _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x31));
   _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x31));
 }
-#endif
 
 template <typename T>
 void PackBatchChunks(OpKernelContext* ctx, const T* src, const BatchChunks<T>& layout, T* dst) {
@@ -572,13 +280,14 @@ __attribute__((always_inline)) inline void PrefetchRows(const T* chunk, int64_t 
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel 2 (block size 1, in batch chunks): one output column over one chunk,
-//   out[0 : NV*L] = sum_p weight[p] * chunk[other[p] * stride + 0 : NV*L]
+//   out[0 : NV*L] = sum_p weight(p) * chunk[other[p] * stride + 0 : NV*L]
+// weight(p) = values[order[p]], or values[p] when order is null (blocks already in key order).
 // With few vectors per column, NA interleaved accumulator sets hide the FMA latency; they are
 // added in a fixed order at the end.
 
 template <typename T, int NV>
-inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, const T* weight,
-                       int64_t n, T* out) {
+inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, const T* values,
+                       const int32_t* order, int64_t n, T* out) {
   constexpr int L = NativeLanes<T>();
   constexpr int NA = NV >= 8 ? 1 : (NV >= 4 ? 2 : 4);
   using V = Vec<T, L>;
@@ -594,14 +303,14 @@ inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, con
     for (int a = 0; a < NA; ++a) {
       PrefetchRows<T, NV * L>(chunk, stride, other, p + a + kPrefetchAhead, n);
       const T* src = chunk + other[p + a] * stride;
-      const T wp = weight[p + a];
+      const T wp = order != nullptr ? values[order[p + a]] : values[p + a];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[a][v] += wp * Load<V>(src + v * L);
     }
   }
   for (; p < n; ++p) {
     const T* src = chunk + other[p] * stride;
-    const T wp = weight[p];
+    const T wp = order != nullptr ? values[order[p]] : values[p];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[0][v] += wp * Load<V>(src + v * L);
   }
@@ -614,36 +323,27 @@ inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, con
   for (int v = 0; v < NV; ++v) Store(out + v * L, acc[0][v]);
 }
 
+// SparseAxpy<T, nv> for nv = 1 .. 8 (the vectors of a batch chunk), indexed by nv - 1.
+template <typename T, int... NV>
+constexpr auto SparseAxpyTable(std::integer_sequence<int, NV...>) {
+  using Fn = void (*)(const T*, int64_t, const int32_t*, const T*, const int32_t*, int64_t, T*);
+  return std::array<Fn, sizeof...(NV)>{&SparseAxpy<T, NV + 1>...};
+}
 template <typename T>
 inline void SparseAxpyDispatch(int nv, const T* chunk, int64_t stride, const int32_t* other,
-                               const T* weight, int64_t n, T* out) {
-  switch (nv) {
-    case 8:
-      return SparseAxpy<T, 8>(chunk, stride, other, weight, n, out);
-    case 7:
-      return SparseAxpy<T, 7>(chunk, stride, other, weight, n, out);
-    case 6:
-      return SparseAxpy<T, 6>(chunk, stride, other, weight, n, out);
-    case 5:
-      return SparseAxpy<T, 5>(chunk, stride, other, weight, n, out);
-    case 4:
-      return SparseAxpy<T, 4>(chunk, stride, other, weight, n, out);
-    case 3:
-      return SparseAxpy<T, 3>(chunk, stride, other, weight, n, out);
-    case 2:
-      return SparseAxpy<T, 2>(chunk, stride, other, weight, n, out);
-    default:
-      return SparseAxpy<T, 1>(chunk, stride, other, weight, n, out);
-  }
+                               const T* values, const int32_t* order, int64_t n, T* out) {
+  static constexpr auto kTable = SparseAxpyTable<T>(std::make_integer_sequence<int, 8>());
+  kTable[nv - 1](chunk, stride, other, values, order, n, out);
 }
 
 // Output columns [col_begin, col_end) of out [m, ld_out]: column j is the sum over its group's
-// entries p of weight[p] * in[:, other[p]], with `in` packed as BatchChunks. Chunks are the outer
-// loop so that one chunk of `in` stays in cache for all the columns of the shard.
+// entries p of weight(p) * in[:, other[p]] (weight(p) as in SparseAxpy), with `in` packed as
+// BatchChunks. Chunks are the outer loop so that one chunk of `in` stays in cache for all the
+// columns of the shard.
 template <typename T>
 void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t* ptr,
-                   const int32_t* other, const T* weight, int64_t col_begin, int64_t col_end,
-                   T* out, int64_t ld_out) {
+                   const int32_t* other, const T* values, const int32_t* order, int64_t col_begin,
+                   int64_t col_end, T* out, int64_t ld_out) {
   constexpr int L = NativeLanes<T>();
   constexpr int G = 16;
   alignas(64) T buf[G][BatchChunks<T>::kChunk];
@@ -657,7 +357,9 @@ void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t*
       const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
       for (int jj = 0; jj < g; ++jj) {
         const int64_t begin = ptr[j0 + jj];
-        SparseAxpyDispatch<T>(nv, chunk, stride, other + begin, weight + begin,
+        SparseAxpyDispatch<T>(nv, chunk, stride, other + begin,
+                              order != nullptr ? values : values + begin,
+                              order != nullptr ? order + begin : nullptr,
                               ptr[j0 + jj + 1] - begin, buf[jj]);
       }
       for (int64_t r = 0; r < rows; ++r) {
@@ -740,8 +442,57 @@ void Block4Columns(const T* packed, const BatchChunks<T>& layout, const int32_t*
   }
 }
 
+// Horizontal sums of L vectors at once: lane j of the result is the sum of the lanes of s[j].
+// Each level adds the two halves of every lane group of two vectors into one (2 shuffles + 1
+// add per pair), so L sums cost L - 1 pair steps instead of L separate reductions. The order of
+// the additions is fixed.
+template <typename T>
+struct LaneIndex;
+template <>
+struct LaneIndex<float> {
+  using type = int32_t;
+};
+template <>
+struct LaneIndex<double> {
+  using type = int64_t;
+};
+
+template <typename T, int L, int G>
+inline Vec<T, L> FoldPair(const Vec<T, L>& x, const Vec<T, L>& y) {
+  using I = Vec<typename LaneIndex<T>::type, L>;
+  I lo, hi;
+#pragma GCC unroll 16
+  for (int i = 0; i < L; ++i) {
+    const int j = i % (L / 2);
+    const int base = (j / (G / 2)) * G + j % (G / 2) + (i < L / 2 ? 0 : L);
+    lo[i] = base;
+    hi[i] = base + G / 2;
+  }
+  return __builtin_shuffle(x, y, lo) + __builtin_shuffle(x, y, hi);
+}
+
+// s[0 .. N) hold lane groups of size G; folds them into s[0 .. N/2) with groups of G/2.
+template <typename T, int L, int G, int N>
+struct FoldLevels {
+  static void Run(Vec<T, L>* s) {
+#pragma GCC unroll 16
+    for (int j = 0; j < N / 2; ++j) s[j] = FoldPair<T, L, G>(s[2 * j], s[2 * j + 1]);
+    FoldLevels<T, L, G / 2, N / 2>::Run(s);
+  }
+};
+template <typename T, int L, int N>
+struct FoldLevels<T, L, 1, N> {
+  static void Run(Vec<T, L>*) {}
+};
+
+template <typename T, int L>
+inline Vec<T, L> TransposedSums(Vec<T, L>* s) {
+  FoldLevels<T, L, L, L>::Run(s);
+  return s[0];
+}
+
 // Dot products of one row slice `xk` (NV vectors, kept in registers) with several rows of a
-// chunk: out[p] = <xk, chunk[other[p] * stride : +NV*L]>.
+// chunk: out[p] = <xk, chunk[other[p] * stride : +NV*L]>; L at a time with TransposedSums.
 template <typename T, int NV>
 inline void ChunkDots(const T* xk, const T* chunk, int64_t stride, const int32_t* other,
                       int64_t n, T* out) {
@@ -750,44 +501,42 @@ inline void ChunkDots(const T* xk, const T* chunk, int64_t stride, const int32_t
   V xr[NV];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) xr[v] = Load<V>(xk + v * L);
-  for (int64_t p = 0; p < n; ++p) {
-    PrefetchRows<T, NV * L>(chunk, stride, other, p + kPrefetchAhead, n);
-    const T* y = chunk + other[p] * stride;
-    V s0 = xr[0] * Load<V>(y);
-    V s1 = V{};
-#pragma GCC unroll 8
-    for (int v = 1; v < NV; ++v) {
-      if (v % 2) {
-        s1 += xr[v] * Load<V>(y + v * L);
-      } else {
-        s0 += xr[v] * Load<V>(y + v * L);
+  for (int64_t p = 0; p < n; p += L) {
+    // The last group may be partial: its missing rows are zeros and their sums are dropped.
+    const int count = static_cast<int>(std::min<int64_t>(L, n - p));
+    V s[L];
+#pragma GCC unroll 16
+    for (int j = 0; j < L; ++j) {
+      if (j >= count) {
+        s[j] = V{};
+        continue;
       }
+      PrefetchRows<T, NV * L>(chunk, stride, other, p + j + kPrefetchAhead, n);
+      const T* y = chunk + other[p + j] * stride;
+      s[j] = xr[0] * Load<V>(y);
+#pragma GCC unroll 8
+      for (int v = 1; v < NV; ++v) s[j] += xr[v] * Load<V>(y + v * L);
     }
-    out[p] = LaneSum<T, L>(s0 + s1);
+    const V sums = TransposedSums<T, L>(s);
+    if (count == L) {
+      Store(out + p, sums);
+    } else {
+      std::memcpy(out + p, &sums, count * sizeof(T));
+    }
   }
 }
 
+// ChunkDots<T, nv> for nv = 1 .. 8, indexed by nv - 1.
+template <typename T, int... NV>
+constexpr auto ChunkDotsTable(std::integer_sequence<int, NV...>) {
+  using Fn = void (*)(const T*, const T*, int64_t, const int32_t*, int64_t, T*);
+  return std::array<Fn, sizeof...(NV)>{&ChunkDots<T, NV + 1>...};
+}
 template <typename T>
 inline void ChunkDotsDispatch(int nv, const T* xk, const T* chunk, int64_t stride,
                               const int32_t* other, int64_t n, T* out) {
-  switch (nv) {
-    case 8:
-      return ChunkDots<T, 8>(xk, chunk, stride, other, n, out);
-    case 7:
-      return ChunkDots<T, 7>(xk, chunk, stride, other, n, out);
-    case 6:
-      return ChunkDots<T, 6>(xk, chunk, stride, other, n, out);
-    case 5:
-      return ChunkDots<T, 5>(xk, chunk, stride, other, n, out);
-    case 4:
-      return ChunkDots<T, 4>(xk, chunk, stride, other, n, out);
-    case 3:
-      return ChunkDots<T, 3>(xk, chunk, stride, other, n, out);
-    case 2:
-      return ChunkDots<T, 2>(xk, chunk, stride, other, n, out);
-    default:
-      return ChunkDots<T, 1>(xk, chunk, stride, other, n, out);
-  }
+  static constexpr auto kTable = ChunkDotsTable<T>(std::make_integer_sequence<int, 8>());
+  kTable[nv - 1](xk, chunk, stride, other, n, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -885,6 +634,5 @@ void OuterBlock(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t m_rows
   if (j < nj) OuterColumns<T, 1>(x, ldx, y + j, ldy, m_rows, ni, out + j, ldo);
 }
 
-}  // namespace dynsparse
 
-#endif  // DYNSPARSE_OPS_BSMM_COMMON_H_
+#endif  // DYNSPARSE_OPS_BSMM_MICROKERNELS_H_

@@ -1,0 +1,98 @@
+// Argument checks of the block-sparse matmul (Bsmm*) ops, shared by the kernels and the shape
+// functions so that graph construction and execution fail with the same messages. Messages name
+// the tensor, the offending value and the fix.
+#ifndef DYNSPARSE_OPS_BSMM_CHECKS_H_
+#define DYNSPARSE_OPS_BSMM_CHECKS_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace dynsparse {
+
+// The supported block sizes; kernel tables are indexed by BlockSizeIndex.
+inline constexpr int64_t kBlockSizes[] = {1, 4, 8, 16};
+inline constexpr int kNumBlockSizes = 4;
+
+inline int BlockSizeIndex(int64_t bs) {
+  for (int i = 0; i < kNumBlockSizes; ++i) {
+    if (kBlockSizes[i] == bs) return i;
+  }
+  return -1;
+}
+
+inline absl::Status CheckBlockSize(const char* op, int64_t bs) {
+  if (BlockSizeIndex(bs) >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": block_size must be one of 1, 4, 8, 16, got ", bs,
+      ". Build the sparse layer with a supported block size."));
+}
+
+inline absl::Status CheckDivisible(const char* op, const std::string& what, int64_t dim,
+                                   int64_t bs) {
+  if (dim % bs == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": ", what, " = ", dim, " is not divisible by block_size ", bs, ". Pad ", what,
+      " to a multiple of ", bs, " or use a block size that divides it."));
+}
+
+inline absl::Status RankError(const char* op, const char* name, int rank,
+                              const std::string& shape) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(op, ": ", name, " must have rank ", rank, ", got shape ", shape, "."));
+}
+
+inline absl::Status CoordinateLengthError(const char* op, const std::string& rows,
+                                          const std::string& cols) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": rows and cols must have one entry per block, got rows of length ", rows,
+      " and cols of length ", cols, ". Pass block coordinates of equal length."));
+}
+
+inline absl::Status ValuesShapeError(const char* op, int64_t bs, const std::string& shape) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": values must have shape [nnz, block_size, block_size] = [nnz, ", bs, ", ", bs,
+      "], got ", shape, ". Pass block_size equal to the last two dimensions of values."));
+}
+
+inline absl::Status ValuesCountError(const char* op, const std::string& values_blocks,
+                                     const std::string& coordinates) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": values has ", values_blocks, " blocks but rows and cols have ", coordinates,
+      " entries. Pass one (row, col) pair per block of values."));
+}
+
+inline absl::Status SameBatchError(const char* op, const std::string& x, const std::string& dy) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": x and dy must have the same number of rows (batch), got x ", x, " and dy ", dy,
+      "."));
+}
+
+// Block coordinates idx[0 .. nnz) within [0, limit).
+inline absl::Status CheckRange(const char* op, const char* name, const int32_t* idx, int64_t nnz,
+                               int64_t limit, const char* dim_name, int64_t dim, int64_t bs) {
+  // A vectorisable min/max first; the search for the culprit only runs on failure.
+  int32_t lo = 0;
+  int32_t hi = 0;
+  for (int64_t b = 0; b < nnz; ++b) {
+    lo = std::min(lo, idx[b]);
+    hi = std::max(hi, idx[b]);
+  }
+  if (lo >= 0 && (nnz == 0 || hi < limit)) return absl::OkStatus();
+  for (int64_t b = 0; b < nnz; ++b) {
+    if (idx[b] < 0 || idx[b] >= limit) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          op, ": ", name, "[", b, "] = ", idx[b], " is out of range [0, ", limit, ") (", dim_name,
+          " ", dim, " / block_size ", bs, " = ", limit, " blocks). ", name,
+          " holds block coordinates, not element coordinates; fix the pattern."));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace dynsparse
+
+#endif  // DYNSPARSE_OPS_BSMM_CHECKS_H_

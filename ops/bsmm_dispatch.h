@@ -1,0 +1,69 @@
+// Runtime CPU dispatch of the block-sparse products. Each instruction-set variant (bsmm_avx2.cc,
+// bsmm_avx512.cc) compiles the same products (bsmm_products.h) for its vector width into its own
+// namespace and exports a KernelTable; the op kernels call the table of the variant chosen when
+// the library is loaded: the widest one the CPU supports, or the one named by the environment
+// variable DYNSPARSE_ISA (avx2 | avx512), or later by the BsmmIsa op.
+#ifndef DYNSPARSE_OPS_BSMM_DISPATCH_H_
+#define DYNSPARSE_OPS_BSMM_DISPATCH_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "bsmm_checks.h"
+#include "bsmm_groups.h"
+
+namespace dynsparse {
+
+enum class Pooling { kNone, kSum, kAvg, kMax };
+
+template <typename T>
+struct KernelTable {
+  // out [m, out_width] = in [m, in_width] . W, W's blocks grouped by output block-column with
+  // w = values (forward), or by input block-row with w = values^T per block (input gradient).
+  using Product = absl::Status (*)(OpKernelContext* ctx, const T* in, int64_t m,
+                                   int64_t in_width, const BlockGroups& groups, const T* w, T* out,
+                                   int64_t out_width);
+  // dvalues [nnz, bs, bs] = (x^T . dy) at the blocks, grouped by input block-row.
+  using ValuesGrad = absl::Status (*)(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
+                                      const T* dy, int64_t n_out, const BlockGroups& by_row,
+                                      const int32_t* rows, T* dvalues);
+  // |x^T . dy| [n_in, n_out], or pooled per block [n_in/bs, n_out/bs].
+  using DenseGrad = void (*)(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
+                             const T* dy, int64_t n_out, int64_t bs, Pooling pooling, T* grad);
+
+  const char* isa;
+  Product product[kNumBlockSizes];  // indexed by BlockSizeIndex
+  ValuesGrad values_grad[kNumBlockSizes];
+  DenseGrad dense_grad;
+};
+
+namespace avx2 {
+template <typename T>
+const KernelTable<T>& Table();
+}  // namespace avx2
+namespace avx512 {
+template <typename T>
+const KernelTable<T>& Table();
+}  // namespace avx512
+
+// The variants, narrowest first.
+inline constexpr const char* kIsaNames[] = {"avx2", "avx512"};
+
+// The variants this CPU can run (cpuid and OS support), narrowest first.
+std::vector<std::string> SupportedIsas();
+
+// The variant in use; fails (with the reason and the fix) when DYNSPARSE_ISA names an unknown or
+// unsupported variant, or the CPU lacks AVX2 and FMA.
+absl::Status ActiveIsa(std::string* name);
+
+// Switches every op of this process to the variant `name` (one of SupportedIsas()).
+absl::Status SelectIsa(const std::string& name);
+
+template <typename T>
+absl::Status ActiveTable(const KernelTable<T>** table);
+
+}  // namespace dynsparse
+
+#endif  // DYNSPARSE_OPS_BSMM_DISPATCH_H_
