@@ -1,6 +1,6 @@
 """Where the time of a training step goes: the numbers in docs/performance.md.
 
-    THREADS=1 LIB=build/ops/libdynsparse_ops.so .venv/bin/python docs/profile_step.py \
+    THREADS=1 LIB=build/ops/tf2.21.0-<hash>/libdynsparse_ops.so .venv/bin/python docs/profile_step.py \
         fc/dense fc/sparse_0.1_0.3 transformer/sparse_0.9
 
 For each case of dynsparse.bench_training.DEFAULT_CASES named: the step and its parts timed as
@@ -126,7 +126,10 @@ def profile(spec: str, config: dict) -> None:
 
 
 if __name__ == "__main__":
-    ops.load_ops(os.environ.get("LIB", str(REPO / "build/ops/libdynsparse_ops.so")))
+    built = sorted((REPO / "build/ops").glob("*/libdynsparse_ops.so"), key=os.path.getmtime)
+    if "LIB" not in os.environ and not built:
+        sys.exit("no built op library under build/ops/: run `snakemake build_ops`, or set LIB=")
+    ops.load_ops(os.environ.get("LIB") or str(built[-1]))
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for spec in sys.argv[1:] or ["fc/dense", "fc/sparse_0.1_0.3", "fc/sparse_0.1_0.3_b16"]:
         profile(spec, config)
