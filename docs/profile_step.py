@@ -1,6 +1,6 @@
 """Where the time of a training step goes: the numbers in docs/performance.md.
 
-    THREADS=1 LIB=build/ops/tf2.21.0-<hash>/libdynsparse_ops.so .venv/bin/python docs/profile_step.py \
+    THREADS=1 .venv/bin/python docs/profile_step.py \
         fc/dense fc/sparse_0.1_0.3 transformer/sparse_0.9
 
 For each case of dynsparse.bench_training.DEFAULT_CASES named: the step and its parts timed as
