@@ -1,7 +1,6 @@
 """Stage: time the block-sparse ops against dense and tf.sparse; results/bench/ops.{csv,png}."""
 
-import traceback
-
+from dynsparse.stage import stage_log
 from dynsparse.tfsetup import configure_tensorflow
 
 # Before anything imports TensorFlow: thread pools and log level are fixed at its start.
@@ -15,19 +14,15 @@ from dynsparse.bench import (  # noqa: E402
 )
 from dynsparse.ops import load_ops  # noqa: E402
 
-with open(snakemake.log[0], "w") as log:
+with stage_log(snakemake.log[0]) as log:
 
     def write(line: str) -> None:
         log.write(line + "\n")
         log.flush()
 
-    try:
-        load_ops(snakemake.input.lib)
-        write(f"sweep {snakemake.params.sweep}, {snakemake.threads} threads")
-        rows = bench_ops(snakemake.params.sweep, log=write)
-        write_bench_ops_csv(rows, snakemake.output.csv)
-        plot_bench_ops(rows, snakemake.output.plot)
-        write(bench_ops_table(rows))
-    except BaseException:
-        log.write(traceback.format_exc())
-        raise
+    load_ops(snakemake.input.lib)
+    write(f"sweep {snakemake.params.sweep}, {snakemake.threads} threads")
+    rows = bench_ops(snakemake.params.sweep, log=write)
+    write_bench_ops_csv(rows, snakemake.output.csv)
+    plot_bench_ops(rows, snakemake.output.plot)
+    write(bench_ops_table(rows))

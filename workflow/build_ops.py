@@ -2,12 +2,13 @@
 good build)."""
 
 import sys
-import traceback
 from pathlib import Path
 
 from dynsparse.build import CompilerNotFoundError, OpsBuildError, build_ops, failure_message
+from dynsparse.stage import stage_log
 
-with open(snakemake.log[0], "w") as log:
+failed = False
+with stage_log(snakemake.log[0]) as log:
 
     def write(line: str) -> None:
         log.write(line + "\n")
@@ -25,7 +26,6 @@ with open(snakemake.log[0], "w") as log:
         # Said once, at the end of the log under the compiler output (the default profile prints
         # a failed job's log); no traceback: it would only repeat it from inside the thread pool.
         write(failure_message(error, snakemake.params.cxxflags, snakemake.log[0]))
-        sys.exit(1)
-    except BaseException:
-        log.write(traceback.format_exc())
-        raise
+        failed = True
+if failed:
+    sys.exit(1)
