@@ -1,9 +1,16 @@
 """The method registry: how a sparse layer's pattern changes at an update, one class per method.
 
-Following jaxpruner's SET/RigL split: `RandomRegrowth` (SET) prunes the smallest-magnitude blocks
-and regrows uniformly at random among the inactive positions; `RigL` overrides only the regrowth
-scores (the pooled |dense gradient|, so it needs the update step's dense gradient); `Static`
-never updates; `Dense` is what a model without sparse layers runs (nothing to update).
+Following jaxpruner's SET/RigL split: `RandomRegrowth` prunes the smallest-magnitude blocks and
+regrows uniformly at random; `RigL` overrides only the regrowth scores (the pooled |dense
+gradient|, so it needs the update step's dense gradient); `Static` never updates; `Dense` is what a
+model without sparse layers runs (nothing to update).
+
+Which positions may regrow is the sample's `regrow_dropped`: true (the published rule of
+google-research/rigl and jaxpruner, the config default) excludes only the kept blocks, so a block
+dropped in this update may come straight back with its weight and optimizer state; false
+(Graphcore's mnist_rigl) excludes the whole pre-update pattern. `set` is the published SET and
+always uses the published rule; `random` follows `regrow_dropped` (with false: Graphcore's
+random-regrowth variant).
 Pure numpy: the pattern arithmetic lives in dynsparse.rigl.
 """
 
@@ -24,16 +31,20 @@ class Method:
     needs_dense_grad: ClassVar[bool] = False  # whether the update step computes |Xᵀ·dY|
     update_word: ClassVar[str] = "update"  # what the pictures call one of its updates
 
+    def regrows_dropped(self, regrow_dropped: bool) -> bool:
+        """The candidate rule this method uses, given the sample's `regrow_dropped` setting."""
+        return regrow_dropped
+
     def regrow(
         self,
-        active_flat: np.ndarray,
+        excluded_flat: np.ndarray,
         k: int,
         grid_shape: tuple[int, int],
         block_size: int,
         dense_grad: np.ndarray | None,
         rng: np.random.Generator | None,
     ) -> np.ndarray:
-        """Flat grid positions of the k blocks to grow, none of them in `active_flat`."""
+        """Flat grid positions of the k blocks to grow, none of them in `excluded_flat`."""
         raise NotImplementedError
 
     def update_pattern(
@@ -47,11 +58,14 @@ class Method:
         k: int,
         dense_grad: np.ndarray | None = None,
         rng: np.random.Generator | None = None,
+        regrow_dropped: bool = False,
     ) -> PatternUpdate:
         """One update of one layer: prune k blocks, regrow k blocks, keep N constant.
 
-        `k` is capped at the number of inactive positions (a layer denser than 1/(1+ratio)
-        cannot regrow as many as it would prune).
+        `regrow_dropped` is the candidate rule (module docstring); False here, Graphcore's, keeps
+        direct callers on the original behaviour. Under Graphcore's rule `k` is capped at the
+        number of inactive positions (a layer denser than 1/(1+ratio) cannot regrow as many as it
+        would prune); under the published rule the k dropped blocks are always candidates.
         """
         rows = np.asarray(rows)
         cols = np.asarray(cols)
@@ -60,24 +74,33 @@ class Method:
         active_flat = rigl.flat_positions(rows, cols, grid_shape)
         if len(np.unique(active_flat)) != n_blocks:
             raise ValueError("the pattern has duplicate blocks")
-        k = min(k, n_positions - n_blocks)
+        published = self.regrows_dropped(regrow_dropped)
+        k = min(k, n_blocks if published else n_positions - n_blocks)
         if not self.updates or k <= 0:
             return rigl.unchanged(rows, cols)
         pruned = rigl.select_pruned(values, rows, cols, grid_shape, k)
         kept = np.setdiff1d(np.arange(n_blocks), pruned)
+        if published:
+            grown_flat = self.regrow(active_flat[kept], k, grid_shape, block_size, dense_grad, rng)
+            return rigl.merge_pattern(
+                active_flat[kept], kept, grown_flat, grid_shape, old_flat=active_flat
+            )
         grown_flat = self.regrow(active_flat, k, grid_shape, block_size, dense_grad, rng)
         return rigl.merge_pattern(active_flat[kept], kept, grown_flat, grid_shape)
 
 
 class RandomRegrowth(Method):
-    """SET: regrow uniformly at random (a persistent generator: it advances every update)."""
+    """Regrow uniformly at random (a persistent generator: it advances every update).
+
+    With `regrow_dropped: true` the same rule as `set`; with false Graphcore's random regrowth.
+    """
 
     name = "random"
     update_word = "random-regrowth update"
 
     def regrow(
         self,
-        active_flat: np.ndarray,
+        excluded_flat: np.ndarray,
         k: int,
         grid_shape: tuple[int, int],
         block_size: int,
@@ -86,7 +109,17 @@ class RandomRegrowth(Method):
     ) -> np.ndarray:
         if rng is None:
             raise ValueError("random regrowth needs a numpy Generator")
-        return rigl.regrow_random(grid_shape[0] * grid_shape[1], active_flat, k, rng)
+        return rigl.regrow_random(grid_shape[0] * grid_shape[1], excluded_flat, k, rng)
+
+
+class SET(RandomRegrowth):
+    """Published SET (Mocanu et al. 2018): magnitude drop, random regrowth, dropped may regrow."""
+
+    name = "set"
+    update_word = "SET update"
+
+    def regrows_dropped(self, regrow_dropped: bool) -> bool:
+        return True
 
 
 class RigL(RandomRegrowth):
@@ -98,7 +131,7 @@ class RigL(RandomRegrowth):
 
     def regrow(
         self,
-        active_flat: np.ndarray,
+        excluded_flat: np.ndarray,
         k: int,
         grid_shape: tuple[int, int],
         block_size: int,
@@ -106,9 +139,9 @@ class RigL(RandomRegrowth):
         rng: np.random.Generator | None,
     ) -> np.ndarray:
         if dense_grad is None:
-            raise ValueError("rigl regrowth needs the dense gradient")
+            raise ValueError(f"{self.name} regrowth needs the dense gradient")
         scores = rigl.grid_scores(dense_grad, grid_shape, block_size)
-        return rigl.regrow_rigl(scores, active_flat, k)
+        return rigl.regrow_rigl(scores, excluded_flat, k)
 
 
 class Static(Method):
@@ -124,9 +157,11 @@ class Dense(Static):
     name = "dense"
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (RigL(), RandomRegrowth(), Static(), Dense())}
+METHODS: dict[str, Method] = {
+    m.name: m for m in (RigL(), SET(), RandomRegrowth(), Static(), Dense())
+}
 # The methods a sample may name in config.yaml (the schema's `method` enum).
-CONFIG_METHODS = ("rigl", "random", "static")
+CONFIG_METHODS = ("rigl", "set", "random", "static")
 
 
 def method_of(name: str, has_sparse_layers: bool = True) -> Method:
@@ -145,6 +180,7 @@ def update_layers(
     prune_ratio: float,
     method: Method,
     regrow_rng: np.random.Generator,
+    regrow_dropped: bool = False,
 ) -> None:
     """One update of every sparse layer, in place: pattern, values and optimizer slots."""
     for i, layer in enumerate(sparse_layers):
@@ -158,6 +194,7 @@ def update_layers(
             k=rigl.prune_count(layer.nnz, prune_ratio, schedule_value),
             dense_grad=None if dense_grads is None else dense_grads[i],
             rng=regrow_rng,
+            regrow_dropped=regrow_dropped,
         )
         if update.changed:
             layer.assign_pattern(update.rows, update.cols, update.gather(values))

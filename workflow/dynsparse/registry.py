@@ -23,8 +23,36 @@ from dynsparse.settings import FCSettings, ModelSettings, TransformerSettings
 S = TypeVar("S", bound=ModelSettings)
 
 
+# Training images when a sample sets no train_samples (dynsparse.splits.N_TRAIN_IMAGES).
+ALL_TRAIN_IMAGES = 60_000
+
+
 def _ceil_blocks(density: float, n_in: int, n_out: int, block: int) -> int:
     return math.ceil(density * ((n_in // block) * (n_out // block)))
+
+
+def _fewest_batches_between_updates(settings: ModelSettings) -> int:
+    """The smallest gap between two updates, as dynsparse.train.update_batches spaces them."""
+    n_train = settings.train_samples or ALL_TRAIN_IMAGES
+    per_epoch = min(n_train, ALL_TRAIN_IMAGES) // settings.batch_size
+    updates = settings.rigl.updates_per_epoch
+    if updates > per_epoch:
+        return 0
+    points = [-1] + [(u + 1) * per_epoch // updates - 1 for u in range(updates)]
+    return min(b - a for a, b in zip(points, points[1:], strict=False))
+
+
+def method_checks(settings: ModelSettings) -> list[str]:
+    """Problems of the method keys that every model shares."""
+    grow_batches = settings.rigl.grow_batches
+    gap = _fewest_batches_between_updates(settings)
+    if gap and grow_batches > gap:
+        return [
+            f"grow_batches: {grow_batches} is more than the {gap} batches between two updates "
+            "(images per epoch / batch_size / updates_per_epoch); lower grow_batches or "
+            "updates_per_epoch"
+        ]
+    return []
 
 
 class ModelEntry(Generic[S]):
@@ -77,7 +105,7 @@ class FCEntry(ModelEntry[FCSettings]):
 
     def checks(self, settings: FCSettings) -> list[str]:
         block, hidden = settings.block_size, settings.hidden_size
-        problems = []
+        problems = method_checks(settings)
         if settings.densities[0] < 1:
             for what, size in (("input size 784", N_PIXELS), ("hidden_size", hidden)):
                 if size % block:
@@ -128,13 +156,13 @@ class TransformerEntry(ModelEntry[TransformerSettings]):
     def checks(self, settings: TransformerSettings) -> list[str]:
         block = settings.block_size
         if settings.sparsity == 0:
-            return []
+            return method_checks(settings)
         widths = {
             "hidden_size": settings.hidden_size,
             "heads*qkv_size": settings.heads * settings.qkv_size,
             "ff_size": settings.ff_size,
         }
-        problems = [
+        problems = method_checks(settings) + [
             f"block_size: {block} does not divide {name} ({width}); every sparse layer's sides "
             "must be multiples of the block size"
             for name, width in widths.items()

@@ -2,14 +2,17 @@
 
 A sparse layer's pattern is `rows`, `cols` (block coordinates, int32 [N]) and `values`
 (float32 [N, bs, bs]). One update drops the k blocks of smallest L1 magnitude and regrows k
-blocks that were *not active before the update*, either where the pooled |dense gradient| is
-largest (`rigl`) or uniformly at random (`random`, SET); `static` never changes the pattern.
+blocks among the candidates: every position not *kept* (the published rule of google-research/rigl
+and jaxpruner: a just-dropped block may come back with its weight and optimizer state), or every
+position not active before the update (Graphcore's rule, `regrow_dropped: false`). Regrowth goes
+where the pooled |dense gradient| is largest (`rigl`), where its moving average is (`snfs`) or
+uniformly at random (`set`, `random`); `static` never changes the pattern.
 The methods themselves are classes in dynsparse.methods; this module holds their arithmetic.
 
 The result is a `PatternUpdate`: the new pattern, sorted row-major, plus for every new slot the
-index of the old block it came from (-1 for a regrown block). Weights and every optimizer slot are
-re-laid out with the same `PatternUpdate.gather`, so kept blocks keep their values and state and
-regrown blocks start at zero with zero state.
+index of the old block it came from (-1 for a new block). Weights and every optimizer slot are
+re-laid out with the same `PatternUpdate.gather`, so kept (and dropped-and-regrown) blocks keep
+their values and state and new blocks start at zero with zero state.
 
 Ties are broken by block position (row-major flat index, lowest first), never by list order or by
 an unstable sort, so an update depends only on the pattern, the values and the gradient.
@@ -181,12 +184,27 @@ def unchanged(rows: np.ndarray, cols: np.ndarray) -> PatternUpdate:
 
 
 def merge_pattern(
-    kept_flat: np.ndarray, kept: np.ndarray, grown_flat: np.ndarray, grid_shape: tuple[int, int]
+    kept_flat: np.ndarray,
+    kept: np.ndarray,
+    grown_flat: np.ndarray,
+    grid_shape: tuple[int, int],
+    old_flat: np.ndarray | None = None,
 ) -> PatternUpdate:
-    """The kept blocks (flat positions and old indices) plus the grown ones, sorted row-major."""
+    """The kept blocks (flat positions and old indices) plus the grown ones, sorted row-major.
+
+    With `old_flat` (the whole pre-update pattern) a grown position that was active before the
+    update (dropped and regrown at once, the published rule) keeps its old block: weight and
+    optimizer state, as in google-research/rigl. Without it every grown block is new.
+    """
     n_blocks = len(kept_flat) + len(grown_flat)
     new_flat = np.concatenate([kept_flat, grown_flat])
-    source = np.concatenate([kept, np.full(len(grown_flat), -1, dtype=np.int64)])
+    grown_source = np.full(len(grown_flat), -1, dtype=np.int64)
+    if old_flat is not None and len(grown_flat):
+        old_index = {int(position): i for i, position in enumerate(old_flat)}
+        grown_source = np.array(
+            [old_index.get(int(position), -1) for position in grown_flat], dtype=np.int64
+        )
+    source = np.concatenate([kept, grown_source])
     order = np.argsort(new_flat, kind="stable")
     new_flat = new_flat[order]
     assert len(new_flat) == n_blocks, "RigL must keep the number of non-zero blocks"
@@ -195,7 +213,7 @@ def merge_pattern(
         rows=(new_flat // grid_shape[1]).astype(np.int32),
         cols=(new_flat % grid_shape[1]).astype(np.int32),
         source=source[order].astype(np.int64),
-        n_pruned=len(grown_flat),
+        n_pruned=int(np.count_nonzero(grown_source < 0)),
     )
 
 

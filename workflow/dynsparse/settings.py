@@ -35,6 +35,12 @@ class RiglSettings:
     prune_ratio: float
     updates_per_epoch: int
     schedule: CosineSchedule
+    # Published rule (True): only kept blocks are excluded from regrowth; False: Graphcore's.
+    regrow_dropped: bool = True
+    # Fraction of the updates after which the pattern is frozen (RigL's T_end; 1.0 = never).
+    update_end: float = 1.0
+    # Regrowth scores: mean |dense gradient| over the last N batches before an update.
+    grow_batches: int = 1
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,9 @@ class ModelSettings:
             "prune_ratio": self.rigl.prune_ratio,
             "updates_per_epoch": self.rigl.updates_per_epoch,
             "cosine_schedule": self.rigl.schedule.to_dict(),
+            "regrow_dropped": self.rigl.regrow_dropped,
+            "update_end": self.rigl.update_end,
+            "grow_batches": self.rigl.grow_batches,
             "optimizer": self.optimizer.name,
             "optimizer_args": self.optimizer.kwargs,
             "learning_rate": self.optimizer.learning_rate,
@@ -113,6 +122,9 @@ class ModelSettings:
                     phase_delay=float(schedule["phase_delay"]),
                     period=float(schedule["period"]),
                 ),
+                regrow_dropped=bool(settings.get("regrow_dropped", True)),
+                update_end=float(settings.get("update_end", 1.0)),
+                grow_batches=int(settings.get("grow_batches", 1)),
             ),
             "optimizer": OptimizerSettings(
                 name=str(settings["optimizer"]),

@@ -142,6 +142,9 @@ class Trainer:
             )
         self.update_points = update_batches(self.batches_per_epoch, settings.rigl.updates_per_epoch)
         self.total_updates = settings.rigl.updates_per_epoch * settings.epochs
+        # Updates after the first `changing_updates` keep the pattern (RigL's T_end).
+        self.changing_updates = frozen_after(self.total_updates, settings.rigl.update_end)
+        check_grow_batches(self.update_points, settings.rigl.grow_batches)
         self.trainable = list(self.model.trainable_variables)
         self.optimizer = make_optimizer(
             settings.optimizer.name, self.trainable, settings.optimizer.kwargs
@@ -205,20 +208,30 @@ class Trainer:
             total_correct += int(correct)
         return total_loss / len(x_test), total_correct / len(x_test)
 
+    def changes_pattern(self, update_number: int) -> bool:
+        """Whether update `update_number` (1-based) changes the pattern (after update_end: no)."""
+        return self.method.updates and update_number <= self.changing_updates
+
+    def needs_dense_grad(self, update_number: int) -> bool:
+        return self.method.needs_dense_grad and self.changes_pattern(update_number)
+
     def update(self, dense_grads: list[np.ndarray] | None) -> dict[str, float]:
         """The method's update of every sparse layer after `host.step` batches; record it."""
         host, rigl_settings = self.host, self.settings.rigl
         host.updates_done += 1
-        schedule = rigl_settings.schedule
-        fraction = rigl.cosine_schedule(
-            host.updates_done,
-            self.total_updates,
-            zero_steps=schedule.zero_steps,
-            phase_delay=schedule.phase_delay,
-            period=schedule.period,
-        )
-        host.pruned_fraction = rigl_settings.prune_ratio * fraction if self.method.updates else 0.0
-        if self.method.updates:
+        changes = self.changes_pattern(host.updates_done)
+        fraction = 0.0
+        if changes:
+            schedule = rigl_settings.schedule
+            fraction = rigl.cosine_schedule(
+                host.updates_done,
+                self.changing_updates,
+                zero_steps=schedule.zero_steps,
+                phase_delay=schedule.phase_delay,
+                period=schedule.period,
+            )
+        host.pruned_fraction = rigl_settings.prune_ratio * fraction if changes else 0.0
+        if changes:
             update_layers(
                 self.sparse_layers,
                 self.optimizer,
@@ -227,6 +240,7 @@ class Trainer:
                 rigl_settings.prune_ratio,
                 self.method,
                 self.regrow_rng,
+                regrow_dropped=rigl_settings.regrow_dropped,
             )
         host.regrow_rng_state = dict(self.regrow_rng.bit_generator.state)
         self.records.add(host.updates_done, host.step, self.patterns())
@@ -311,27 +325,62 @@ class EpochRun:
             if self.on_event is not None:
                 self.on_event("chunk", self.epoch, self.trainer.host.step)
 
-    def update_at(self, batch: int) -> None:
-        """The update after `batch`; with a dense gradient, batch `batch` is the update step."""
+    def grad_batches(self) -> int:
+        """How many batches before the next update run as update steps (0: none)."""
+        trainer = self.trainer
+        if not trainer.needs_dense_grad(trainer.host.updates_done + 1):
+            return 0
+        return trainer.settings.rigl.grow_batches
+
+    def update_at(self, batch: int, n_grad_batches: int) -> None:
+        """The update after `batch`; batches (batch − n, batch] are update steps whose dense
+        gradients, averaged, score the regrowth (rigl-torch's `grad_accumulation_n`)."""
         trainer = self.trainer
         t0 = time.perf_counter()
         dense_grads: list[np.ndarray] | None = None
-        if trainer.method.needs_dense_grad:
-            loss, accuracy, dense = trainer.steps.update_step(self.batches[batch])
-            dense_grads = [g.numpy() for g in dense]
+        for grad_batch in range(batch - n_grad_batches + 1, batch + 1):
+            t_step = time.perf_counter()
+            loss, accuracy, dense = trainer.steps.update_step(self.batches[grad_batch])
+            grads = [g.numpy() for g in dense]
+            dense_grads = grads if dense_grads is None else accumulate(dense_grads, grads)
             self.add_steps(
-                np.array([float(loss)]), np.array([float(accuracy)]), time.perf_counter() - t0
+                np.array([float(loss)]), np.array([float(accuracy)]), time.perf_counter() - t_step
             )
+        if dense_grads is not None and n_grad_batches > 1:
+            dense_grads = [g / n_grad_batches for g in dense_grads]
         self.board.scalars(trainer.host.step, trainer.update(dense_grads))
         self.seconds += time.perf_counter() - t0
 
     def run(self) -> None:
         start = 0
         for batch in self.trainer.update_points:
-            self.chunks(start, batch if self.trainer.method.needs_dense_grad else batch + 1)
-            self.update_at(batch)
+            n_grad_batches = self.grad_batches()
+            self.chunks(start, batch + 1 - n_grad_batches)
+            self.update_at(batch, n_grad_batches)
             start = batch + 1
         self.bar.close()
+
+
+def accumulate(total: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
+    """Layer-wise sums of dense gradients, in float64 (N batches of float32 would round)."""
+    return [np.asarray(t, dtype=np.float64) + g for t, g in zip(total, grads, strict=True)]
+
+
+def frozen_after(total_updates: int, update_end: float) -> int:
+    """The number of updates that change the pattern: ⌊update_end · total⌋ (at least one)."""
+    if not 0.0 < update_end <= 1.0:
+        raise ValueError(f"update_end {update_end} must be in (0, 1]")
+    return max(1, int(np.floor(update_end * total_updates + 1e-9)))
+
+
+def check_grow_batches(update_points: list[int], grow_batches: int) -> None:
+    """Each update's N gradient batches must lie after the previous update."""
+    gaps = np.diff([-1, *update_points])
+    if grow_batches < 1 or (len(gaps) and grow_batches > int(gaps.min())):
+        raise ValueError(
+            f"grow_batches {grow_batches} must be between 1 and the {int(gaps.min())} batches "
+            "between two updates; lower grow_batches or updates_per_epoch"
+        )
 
 
 def train_sample(
