@@ -22,6 +22,14 @@ from dynsparse.settings import ModelSettings
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Settings whose value is a mapping: a sample's override merges into the default key by key.
 MERGED_MAPPINGS = ("cosine_schedule", "optimizer_args")
+# Two ways to give one thing: a sample that uses one drops the defaults' other (a sample giving
+# both is an error of the model's checks).
+ALTERNATIVES = {
+    "density": ("densities",),
+    "densities": ("density", "distribution"),
+    "hidden_sizes": ("hidden_size",),
+    "hidden_size": ("hidden_sizes",),
+}
 
 
 class ConfigError(ValueError):
@@ -111,6 +119,10 @@ def _subschema(schema: dict[str, Any], name: str) -> dict[str, Any]:
 
 def resolve_sample(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
     settings = copy.deepcopy(defaults)
+    for key in overrides or {}:
+        for alternative in ALTERNATIVES.get(key, ()):
+            if alternative not in (overrides or {}):
+                settings.pop(alternative, None)
     for key, value in (overrides or {}).items():
         if (
             key in MERGED_MAPPINGS

@@ -29,6 +29,10 @@ class Method:
     name: ClassVar[str]
     updates: ClassVar[bool] = True  # whether the pattern changes at an update
     needs_dense_grad: ClassVar[bool] = False  # whether the update step computes |Xᵀ·dY|
+    # Whether every training step averages the dense gradient (SNFS: no separate update step).
+    grad_every_step: ClassVar[bool] = False
+    # Whether the initial pattern comes from a dense twin's one-batch |w·g| (SNIP) at init.
+    prunes_at_init: ClassVar[bool] = False
     update_word: ClassVar[str] = "update"  # what the pictures call one of its updates
 
     def regrows_dropped(self, regrow_dropped: bool) -> bool:
@@ -144,11 +148,31 @@ class RigL(RandomRegrowth):
         return rigl.regrow_rigl(scores, excluded_flat, k)
 
 
+class SNFS(RigL):
+    """Sparse momentum: regrow where |moving average of the dense gradient| is largest.
+
+    The average (dynsparse.momentum) is taken over every training step and handed to the update
+    as its `dense_grad`; drop by magnitude as RigL. Growth only: Dettmers' redistribution of
+    densities across layers is not applied (as in rigl's `SparseMomentumOptimizer`).
+    """
+
+    name = "snfs"
+    grad_every_step = True
+    update_word = "sparse-momentum update"
+
+
 class Static(Method):
     """The initial random pattern, never changed (records still taken at the update points)."""
 
     name = "static"
     updates = False
+
+
+class Snip(Static):
+    """SNIP: the pattern of largest |w·g| on one batch of a dense initialisation, then static."""
+
+    name = "snip"
+    prunes_at_init = True
 
 
 class Dense(Static):
@@ -158,10 +182,10 @@ class Dense(Static):
 
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (RigL(), SET(), RandomRegrowth(), Static(), Dense())
+    m.name: m for m in (RigL(), SET(), SNFS(), RandomRegrowth(), Static(), Snip(), Dense())
 }
 # The methods a sample may name in config.yaml (the schema's `method` enum).
-CONFIG_METHODS = ("rigl", "set", "random", "static")
+CONFIG_METHODS = ("rigl", "set", "snfs", "random", "static", "snip")
 
 
 def method_of(name: str, has_sparse_layers: bool = True) -> Method:

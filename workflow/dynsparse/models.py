@@ -61,24 +61,27 @@ def _index_rng(seed: int, layer_number: int) -> np.random.Generator:
 
 
 class FCModel(tf.Module):
-    """784 → hidden (ReLU) → dropout → 10, fc1/fc2 sparse when their density is below 1."""
+    """784 → hidden widths (ReLU, dropout each) → 10; fc1 … fc(L+1), sparse below density 1."""
 
     model_name = "fc"
 
     def __init__(self, settings: FCSettings, dropout_rng: tf.random.Generator) -> None:
         super().__init__(name="fc")
         seed = settings.seed
-        d1, d2 = settings.densities
-        hidden = settings.hidden_size
-        block_size = settings.block_size
+        densities = settings.layer_densities()
+        block_sizes = settings.layer_block_sizes()
         value_rng = np.random.default_rng(seed)
-        self.fc1 = self._linear(
-            "fc1", N_PIXELS, hidden, d1, block_size, settings.pooling, seed, 1, value_rng
-        )
-        self.fc2 = self._linear("fc2", hidden, N_CLASSES, d2, 1, "NONE", seed, 2, value_rng)
+        self.layer_names = settings.layer_names
+        for number, (name, (n_in, n_out)) in enumerate(settings.layer_shapes().items(), start=1):
+            pooling = "NONE" if name == self.layer_names[-1] else settings.pooling
+            layer = self._linear(
+                name, n_in, n_out, densities[name], block_sizes[name], pooling, seed, number,
+                value_rng,
+            )  # fmt: skip
+            setattr(self, name, layer)  # fc1, fc2, ...: the checkpoint's names
         self.droprate = settings.droprate
         self.dropout_rng = dropout_rng
-        self.permutation = input_permutation(settings.permute_input, block_size, seed)
+        self.permutation = input_permutation(settings.permute_input, settings.block_size, seed)
 
     @staticmethod
     def _linear(
@@ -108,7 +111,7 @@ class FCModel(tf.Module):
 
     @property
     def layers(self) -> list[Linear]:
-        return [self.fc1, self.fc2]
+        return [getattr(self, name) for name in self.layer_names]
 
     @property
     def sparse_layers(self) -> list[SparseLinear]:
@@ -125,11 +128,13 @@ class FCModel(tf.Module):
     def __call__(
         self, x: tf.Tensor, training: bool, capture: list[Captured] | None = None
     ) -> tf.Tensor:
-        x = tf.cast(x, tf.float32) * (1.0 / 255.0)
-        h = tf.nn.relu(self.fc1(x, capture))
-        if training:
-            h = dropout(h, self.droprate, self.dropout_rng)
-        return self.fc2(h, capture)
+        h = tf.cast(x, tf.float32) * (1.0 / 255.0)
+        *hidden, output = self.layers
+        for layer in hidden:
+            h = tf.nn.relu(layer(h, capture))
+            if training:
+                h = dropout(h, self.droprate, self.dropout_rng)
+        return output(h, capture)
 
 
 def positional_encoding(length: int, width: int) -> np.ndarray:
@@ -161,11 +166,19 @@ class GroupNorm1(tf.Module):
         return (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
 
 
+ENCODER_LAYER_NAMES = ("qkv", "attention_out", "ffn1", "ffn2")
+
+
+def encoder_layer_names(layer: int) -> tuple[str, ...]:
+    """The linear layers of encoder layer `layer` (0-based): qkv, …, then qkv_2, … for the next."""
+    suffix = "" if layer == 0 else f"_{layer + 1}"
+    return tuple(name + suffix for name in ENCODER_LAYER_NAMES)
+
+
 class TransformerModel(tf.Module):
-    """28 row tokens → sparse embedding → one pre-norm encoder layer → per-token head, summed."""
+    """28 row tokens → sparse embedding → `layers` pre-norm encoder layers → per-token head."""
 
     model_name = "transformer"
-    layer_names = ("embedding", "qkv", "attention_out", "ffn1", "ffn2", "head")
 
     def __init__(self, settings: TransformerSettings, dropout_rng: tf.random.Generator) -> None:
         super().__init__(name="transformer")
@@ -183,47 +196,51 @@ class TransformerModel(tf.Module):
         self.padded_features = round_up(IMAGE_SIDE, block_size)
         self.head_width = round_up(N_CLASSES, block_size)
         attention_width = self.heads * self.qkv_size
-        shapes = {
-            "embedding": (self.padded_features, self.hidden, True),
-            "qkv": (self.hidden, 3 * attention_width, False),
-            "attention_out": (attention_width, self.hidden, False),
-            "ffn1": (self.hidden, ff_size, True),
-            "ffn2": (ff_size, self.hidden, True),
-            "head": (self.hidden, self.head_width, False),
-        }
+        self.encoder_names = [encoder_layer_names(i) for i in range(settings.layers)]
+        encoder_shapes = (
+            (self.hidden, 3 * attention_width, False),
+            (attention_width, self.hidden, False),
+            (self.hidden, ff_size, True),
+            (ff_size, self.hidden, True),
+        )
+        shapes = {"embedding": (self.padded_features, self.hidden, True)}
+        for names in self.encoder_names:
+            shapes.update(zip(names, encoder_shapes, strict=True))
+        shapes["head"] = (self.hidden, self.head_width, False)
+        self.layer_names = tuple(shapes)
+        # Index generators keep the one-layer model's numbers (head is 6); later layers follow.
+        numbers = {name: i for i, name in enumerate(("embedding", *self.encoder_names[0]), 1)}
+        numbers["head"] = len(numbers) + 1
+        for name in shapes:
+            numbers.setdefault(name, len(numbers) + 1)
         value_rng = np.random.default_rng(seed)
-        made: dict[str, Linear] = {}
-        for number, (name, (n_in, n_out, use_bias)) in enumerate(shapes.items(), start=1):
+        for name, (n_in, n_out, use_bias) in shapes.items():
+            layer: Linear
             if sparsity <= 0.0:
-                made[name] = DenseLinear(
-                    n_in, n_out, use_bias=use_bias, value_rng=value_rng, name=name
-                )
+                layer = DenseLinear(n_in, n_out, use_bias=use_bias, value_rng=value_rng, name=name)
             else:
-                made[name] = SparseLinear(
+                layer = SparseLinear(
                     n_in,
                     n_out,
                     density=1.0 - sparsity,
                     block_size=block_size,
                     pooling=pooling,
                     use_bias=use_bias,
-                    index_rng=_index_rng(seed, number),
+                    index_rng=_index_rng(seed, numbers[name]),
                     value_rng=value_rng,
                     name=name,
                 )
-        self.embedding = made["embedding"]
-        self.qkv = made["qkv"]
-        self.attention_out = made["attention_out"]
-        self.ffn1 = made["ffn1"]
-        self.ffn2 = made["ffn2"]
-        self.head = made["head"]
+            setattr(self, name, layer)
         self.pe_table = tf.constant(positional_encoding(IMAGE_SIDE, self.padded_features))
         self.pe_norm = GroupNorm1(self.padded_features, name="pe_norm")
-        self.attention_norm = GroupNorm1(self.hidden, name="attention_norm")
-        self.ffn_norm = GroupNorm1(self.hidden, name="ffn_norm")
+        for i in range(settings.layers):
+            suffix = "" if i == 0 else f"_{i + 1}"
+            setattr(self, "attention_norm" + suffix, GroupNorm1(self.hidden, "attention_norm"))
+            setattr(self, "ffn_norm" + suffix, GroupNorm1(self.hidden, "ffn_norm"))
 
     @property
     def layers(self) -> list[Linear]:
-        return [self.embedding, self.qkv, self.attention_out, self.ffn1, self.ffn2, self.head]
+        return [getattr(self, name) for name in self.layer_names]
 
     @property
     def sparse_layers(self) -> list[SparseLinear]:
@@ -243,15 +260,18 @@ class TransformerModel(tf.Module):
     def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         return dropout(x, self.rate, self.dropout_rng) if training else x
 
-    def __call__(
-        self, x: tf.Tensor, training: bool, capture: list[Captured] | None = None
+    def _encoder_layer(
+        self,
+        x: tf.Tensor,
+        linears: list[Linear],
+        attention_norm: GroupNorm1,
+        ffn_norm: GroupNorm1,
+        training: bool,
+        capture: list[Captured] | None,
     ) -> tf.Tensor:
-        x = tf.cast(x, tf.float32) * (1.0 / 255.0)
-        x = self._dropout(x + self.pe_norm(self.pe_table), training)
-        x = self.embedding(x, capture)
-
-        attention_in = self.attention_norm(x)
-        qkv = self.qkv(attention_in, capture)
+        """One pre-norm encoder layer: attention, then the feed-forward block, each residual."""
+        qkv_layer, attention_out, ffn1, ffn2 = linears
+        qkv = qkv_layer(attention_norm(x), capture)
         batch = tf.shape(qkv)[0]
         tokens = IMAGE_SIDE
         # Split on the last axis, not by slicing a 5-D transpose: the strided-slice gradients of
@@ -265,12 +285,26 @@ class TransformerModel(tf.Module):
         attended = tf.reshape(
             tf.transpose(attended, [0, 2, 1, 3]), [batch, tokens, self.heads * self.qkv_size]
         )
-        x = x + self._dropout(self.attention_out(attended, capture), training)
+        x = x + self._dropout(attention_out(attended, capture), training)
+        hidden = self._dropout(tf.nn.gelu(ffn1(ffn_norm(x), capture)), training)
+        return x + self._dropout(ffn2(hidden, capture), training)
 
-        ffn_in = self.ffn_norm(x)
-        hidden = self._dropout(tf.nn.gelu(self.ffn1(ffn_in, capture)), training)
-        x = x + self._dropout(self.ffn2(hidden, capture), training)
-
+    def __call__(
+        self, x: tf.Tensor, training: bool, capture: list[Captured] | None = None
+    ) -> tf.Tensor:
+        x = tf.cast(x, tf.float32) * (1.0 / 255.0)
+        x = self._dropout(x + self.pe_norm(self.pe_table), training)
+        x = self.embedding(x, capture)
+        for i, names in enumerate(self.encoder_names):
+            suffix = "" if i == 0 else f"_{i + 1}"
+            x = self._encoder_layer(
+                x,
+                [getattr(self, name) for name in names],
+                getattr(self, "attention_norm" + suffix),
+                getattr(self, "ffn_norm" + suffix),
+                training,
+                capture,
+            )
         token_logits = self.head(x, capture)[..., :N_CLASSES]
         return tf.reduce_sum(token_logits, axis=1)
 

@@ -12,12 +12,14 @@ Importing this module is cheap (numpy only, no TensorFlow): Snakefile parse time
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
-from dynsparse.blocks import N_CLASSES, N_PIXELS
+from dynsparse.distributions import DistributionError, total_density
+from dynsparse.methods import METHODS
 from dynsparse.settings import FCSettings, ModelSettings, TransformerSettings
 
 S = TypeVar("S", bound=ModelSettings)
@@ -76,6 +78,10 @@ class ModelEntry(Generic[S]):
         """Problems the schema cannot see (block sizes that do not divide a layer, ...)."""
         raise NotImplementedError
 
+    def dense_settings(self, settings: S) -> S:
+        """The same sample with every layer dense (SNIP's dense twin)."""
+        raise NotImplementedError
+
     def learning_rate(self, settings: S, epoch: int) -> float:
         """The learning rate of `epoch` (0-based)."""
         raise NotImplementedError
@@ -104,21 +110,63 @@ class FCEntry(ModelEntry[FCSettings]):
     picture_inputs = "pixels"  # the 28×28 image, the input permutation undone
 
     def checks(self, settings: FCSettings) -> list[str]:
-        block, hidden = settings.block_size, settings.hidden_size
-        problems = method_checks(settings)
-        if settings.densities[0] < 1:
-            for what, size in (("input size 784", N_PIXELS), ("hidden_size", hidden)):
-                if size % block:
+        problems = method_checks(settings) + self._width_and_density_problems(settings)
+        if problems:
+            return problems
+        densities = settings.layer_densities()
+        shapes = settings.layer_shapes()
+        block_sizes = settings.layer_block_sizes()
+        sides = ("input size 784", *self._width_names(settings), "output size 10")
+        for i, name in enumerate(settings.layer_names):
+            (n_in, n_out), bs, density = shapes[name], block_sizes[name], densities[name]
+            if density >= 1:
+                continue
+            edges = [(sides[i + 1], n_out)] if i else [(sides[0], n_in), (sides[1], n_out)]
+            for what, size in edges:
+                if size % bs:
                     problems.append(
-                        f"block_size: {block} does not divide fc1's {what} ({size}); use a block "
-                        "size that divides both 784 and hidden_size"
+                        f"block_size: {bs} does not divide {name}'s {what} ({size}); use a block "
+                        "size that divides 784 and every hidden width"
                     )
-        shapes = [(N_PIXELS, hidden, block), (hidden, N_CLASSES, 1)]
-        for (n_in, n_out, bs), density in zip(shapes, settings.densities, strict=True):
-            divides = not n_in % bs and not n_out % bs
-            if density < 1 and divides and _ceil_blocks(density, n_in, n_out, bs) < 1:
+            if not n_in % bs and not n_out % bs and _ceil_blocks(density, n_in, n_out, bs) < 1:
                 problems.append(f"density {density} leaves no block in a {n_in}x{n_out} layer")
         return problems
+
+    @staticmethod
+    def _width_names(settings: FCSettings) -> list[str]:
+        if settings.hidden_sizes is None:
+            return ["hidden_size"]
+        return [f"hidden_sizes[{i}]" for i in range(len(settings.hidden_sizes))]
+
+    @staticmethod
+    def _width_and_density_problems(settings: FCSettings) -> list[str]:
+        if settings.hidden_size is not None and settings.hidden_sizes is not None:
+            return ["hidden_sizes: give hidden_sizes or hidden_size, not both"]
+        n_layers = len(settings.widths) + 1
+        if settings.densities is not None and settings.density is not None:
+            return ["density: give a global density or per-layer densities, not both"]
+        if settings.densities is None and settings.density is None:
+            return ["densities: give per-layer densities or a global density"]
+        if settings.density is None and settings.distribution != "uniform":
+            return [
+                f"distribution: {settings.distribution} spreads a global density; give density "
+                "(and drop densities) or drop distribution"
+            ]
+        if settings.densities is not None and len(settings.densities) != n_layers:
+            return [
+                f"densities: {len(settings.densities)} values for {n_layers} layers "
+                f"(fc1 … fc{n_layers}); give one density per layer"
+            ]
+        if settings.density is not None:
+            try:
+                settings.layer_densities()
+            except DistributionError as error:
+                return [f"density: {error}"]
+        return []
+
+    def dense_settings(self, settings: FCSettings) -> FCSettings:
+        n_layers = len(settings.layer_names)
+        return dataclasses.replace(settings, densities=(1.0,) * n_layers, density=None)
 
     def learning_rate(self, settings: FCSettings, epoch: int) -> float:
         """None gives the original's: Adam 0.002·16/batch constant; Momentum and GradientDescent
@@ -132,17 +180,15 @@ class FCEntry(ModelEntry[FCSettings]):
         return start * steps[min(int(math.floor(progress / 0.2 + 1e-9)), 4)]
 
     def is_dense(self, settings: FCSettings) -> bool:
-        return all(d >= 1.0 for d in settings.densities)
+        return all(d >= 1.0 for d in settings.layer_densities().values())
 
     def sparsity_label(self, settings: FCSettings) -> str:
+        if settings.densities is None:
+            return f"density {settings.density:g} {settings.distribution}"
         return "densities " + "/".join(f"{d:g}" for d in settings.densities)
 
     def weight_density(self, settings: FCSettings) -> float:
-        hidden = settings.hidden_size
-        d1, d2 = settings.densities
-        return (d1 * N_PIXELS * hidden + d2 * hidden * N_CLASSES) / (
-            N_PIXELS * hidden + hidden * N_CLASSES
-        )
+        return total_density(settings.layer_shapes(), settings.layer_densities())
 
 
 class TransformerEntry(ModelEntry[TransformerSettings]):
@@ -157,6 +203,11 @@ class TransformerEntry(ModelEntry[TransformerSettings]):
         block = settings.block_size
         if settings.sparsity == 0:
             return method_checks(settings)
+        if block > 1 and METHODS[settings.rigl.method].prunes_at_init:
+            return [
+                f"block_size: {block} pads the transformer's features and head, so its dense "
+                f"twin has other shapes; {settings.rigl.method} needs block_size 1 here"
+            ]
         widths = {
             "hidden_size": settings.hidden_size,
             "heads*qkv_size": settings.heads * settings.qkv_size,
@@ -173,6 +224,9 @@ class TransformerEntry(ModelEntry[TransformerSettings]):
         if divides and _ceil_blocks(density, n_in, n_out, block) < 1:
             problems.append(f"density {density} leaves no block in a {n_in}x{n_out} layer")
         return problems
+
+    def dense_settings(self, settings: TransformerSettings) -> TransformerSettings:
+        return dataclasses.replace(settings, sparsity=0.0)
 
     def learning_rate(self, settings: TransformerSettings, epoch: int) -> float:
         """None gives the original's 2e-3/batch, ×1, 0.5, 0.3, 0.1 at quarters of training."""

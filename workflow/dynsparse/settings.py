@@ -12,6 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
+from dynsparse import distributions
+
+# MNIST's image and class counts (dynsparse.blocks has them too, but imports numpy).
+N_PIXELS = 784
+N_CLASSES = 10
+
 
 @dataclass(frozen=True)
 class CosineSchedule:
@@ -143,30 +149,80 @@ class ModelSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class FCSettings(ModelSettings):
-    """784 → hidden → 10; fc1 (block_size) and fc2 (always 1) sparse below density 1."""
+    """784 → hidden widths → 10, layers fc1 … fc(L+1); each sparse below density 1.
+
+    Widths: `hidden_sizes` (any depth) or `hidden_size` (one hidden layer, the original model).
+    Densities: `densities` (one per layer), or a global `density` spread over the layers by
+    `distribution` (uniform, erdos_renyi, erk: dynsparse.distributions). `block_size` applies to
+    every layer but the output layer, which always has blocks of 1.
+    """
 
     model: ClassVar[str] = "fc"
 
-    densities: tuple[float, float]
-    hidden_size: int
+    densities: tuple[float, ...] | None
+    hidden_size: int | None
     droprate: float
     permute_input: str  # none | block | random
+    hidden_sizes: tuple[int, ...] | None = None
+    density: float | None = None
+    distribution: str = "uniform"
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The hidden layers' widths."""
+        if self.hidden_sizes is not None:
+            return self.hidden_sizes
+        if self.hidden_size is None:
+            raise ValueError("an FC sample needs hidden_size or hidden_sizes")
+        return (self.hidden_size,)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(f"fc{i + 1}" for i in range(len(self.widths) + 1))
+
+    def layer_shapes(self) -> dict[str, tuple[int, int]]:
+        """(n_in, n_out) of every layer, input to output."""
+        sides = (N_PIXELS, *self.widths, N_CLASSES)
+        return {name: (sides[i], sides[i + 1]) for i, name in enumerate(self.layer_names)}
+
+    def layer_densities(self) -> dict[str, float]:
+        """Every layer's density: `densities` as given, else `density` by `distribution`."""
+        if self.densities is not None:
+            return dict(zip(self.layer_names, self.densities, strict=True))
+        if self.density is None:
+            raise ValueError("an FC sample needs densities or density")
+        return distributions.layer_densities(self.layer_shapes(), self.density, self.distribution)
+
+    def layer_block_sizes(self) -> dict[str, int]:
+        names = self.layer_names
+        return {name: 1 if name == names[-1] else self.block_size for name in names}
 
     def _own_dict(self) -> dict[str, Any]:
-        return {
-            "densities": list(self.densities),
-            "hidden_size": self.hidden_size,
-            "droprate": self.droprate,
-            "permute_input": self.permute_input,
-        }
+        own: dict[str, Any] = {"droprate": self.droprate, "permute_input": self.permute_input}
+        if self.densities is not None:
+            own["densities"] = list(self.densities)
+        if self.density is not None:
+            own["density"] = self.density
+            own["distribution"] = self.distribution
+        if self.hidden_size is not None:
+            own["hidden_size"] = self.hidden_size
+        if self.hidden_sizes is not None:
+            own["hidden_sizes"] = list(self.hidden_sizes)
+        return own
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> FCSettings:
-        d1, d2 = (float(d) for d in settings["densities"])
+        densities = settings.get("densities")
+        density = settings.get("density")
+        hidden_size = settings.get("hidden_size")
+        hidden_sizes = settings.get("hidden_sizes")
         return cls(
             **cls._common(settings),
-            densities=(d1, d2),
-            hidden_size=int(settings["hidden_size"]),
+            densities=None if densities is None else tuple(float(d) for d in densities),
+            density=None if density is None else float(density),
+            distribution=str(settings.get("distribution", "uniform")),
+            hidden_size=None if hidden_size is None else int(hidden_size),
+            hidden_sizes=None if hidden_sizes is None else tuple(int(w) for w in hidden_sizes),
             droprate=float(settings["droprate"]),
             permute_input=str(settings["permute_input"]),
         )
@@ -174,7 +230,7 @@ class FCSettings(ModelSettings):
 
 @dataclass(frozen=True, kw_only=True)
 class TransformerSettings(ModelSettings):
-    """One encoder layer over the 28 image rows; every linear layer at the same sparsity."""
+    """`layers` encoder layers over the 28 image rows; every linear layer at the same sparsity."""
 
     model: ClassVar[str] = "transformer"
 
@@ -184,9 +240,11 @@ class TransformerSettings(ModelSettings):
     heads: int
     qkv_size: int
     ff_size: int
+    layers: int = 1
 
     def _own_dict(self) -> dict[str, Any]:
         return {
+            "layers": self.layers,
             "sparsity": self.sparsity,
             "dropout": self.dropout,
             "hidden_size": self.hidden_size,
@@ -205,4 +263,5 @@ class TransformerSettings(ModelSettings):
             heads=int(settings["heads"]),
             qkv_size=int(settings["qkv_size"]),
             ff_size=int(settings["ff_size"]),
+            layers=int(settings.get("layers", 1)),
         )

@@ -127,6 +127,7 @@ class Trainer:
 
         from dynsparse.layers import make_optimizer
         from dynsparse.models import build_model
+        from dynsparse.momentum import MomentumStepFunctions
         from dynsparse.steps import StepFunctions
 
         self.settings, self.out, self.log = settings, out, log
@@ -151,6 +152,8 @@ class Trainer:
         )
         self.sparse_layers = self.model.sparse_layers
         self.method: Method = method_of(settings.rigl.method, bool(self.sparse_layers))
+        if self.method.prunes_at_init:
+            self.prune_at_init()
         self.regrow_rng = np.random.default_rng([settings.seed, 3_000_017])
         self.host = HostState(regrow_rng_state=dict(self.regrow_rng.bit_generator.state))
         self.records = RecordsBuilder(
@@ -168,7 +171,8 @@ class Trainer:
             extra=self.model.record_extras(),
         )
         self.history = HistoryBuilder()
-        self.steps = StepFunctions(
+        steps_class = MomentumStepFunctions if self.method.grad_every_step else StepFunctions
+        self.steps = steps_class(
             self.model,
             self.optimizer,
             self.data.x_train,
@@ -176,12 +180,30 @@ class Trainer:
             settings.batch_size,
             self.data.x_test.shape[1:],
         )
+        self.gradient_averages: list[Any] = getattr(self.steps, "averages", [])
         self.key = settings_hash(settings)
+        averages = {"gradient_averages": self.gradient_averages} if self.gradient_averages else {}
         variables = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, dropout_rng=self.dropout_rng
+            model=self.model, optimizer=self.optimizer, dropout_rng=self.dropout_rng, **averages
         )
         self.store = CheckpointStore(out, self.key, variables)
         self.nnz = {layer.layer_name: layer.nnz for layer in self.sparse_layers}
+
+    def prune_at_init(self) -> None:
+        """SNIP: the pattern from a dense twin's |w·g| on the first batch of epoch 0."""
+        import tensorflow as tf
+
+        from dynsparse.models import build_model
+        from dynsparse.snip import prune_at_init
+
+        settings = self.settings
+        twin = build_model(
+            self.entry.dense_settings(settings), tf.random.Generator.from_seed(settings.seed)
+        )
+        first = epoch_order(settings.seed, 0, self.data.n_train)[: settings.batch_size]
+        indices = tf.constant(first.astype(np.int32))
+        x, y = tf.gather(self.data.x_train, indices), tf.gather(self.data.y_train, indices)
+        prune_at_init(self.sparse_layers, twin, x, y)
 
     def patterns(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         return {layer.layer_name: layer.pattern() for layer in self.sparse_layers}
@@ -213,7 +235,13 @@ class Trainer:
         return self.method.updates and update_number <= self.changing_updates
 
     def needs_dense_grad(self, update_number: int) -> bool:
-        return self.method.needs_dense_grad and self.changes_pattern(update_number)
+        """Whether update `update_number` needs update steps (SNFS has its average already)."""
+        method = self.method
+        return (
+            method.needs_dense_grad
+            and not method.grad_every_step
+            and self.changes_pattern(update_number)
+        )
 
     def update(self, dense_grads: list[np.ndarray] | None) -> dict[str, float]:
         """The method's update of every sparse layer after `host.step` batches; record it."""
@@ -231,6 +259,8 @@ class Trainer:
                 period=schedule.period,
             )
         host.pruned_fraction = rigl_settings.prune_ratio * fraction if changes else 0.0
+        if changes and self.method.grad_every_step:
+            dense_grads = [np.abs(average.numpy()) for average in self.gradient_averages]
         if changes:
             update_layers(
                 self.sparse_layers,
@@ -478,6 +508,18 @@ def check_invariants(trainer: Trainer) -> None:
         assert count <= 1, f"{name} was traced {count} times"
 
 
+def layer_densities(layers: list[Any]) -> dict[str, float]:
+    """Held weights / all weights of every layer (1 for a dense one), as the run trained it."""
+    densities = {}
+    for layer in layers:
+        held = getattr(layer, "nnz", None)
+        n_weights = layer.n_in * layer.n_out
+        densities[layer.layer_name] = (
+            1.0 if held is None else held * layer.block_size**2 / n_weights
+        )
+    return densities
+
+
 def make_summary(
     trainer: Trainer, threads: int, resumed_from: int | None, wall_seconds: float
 ) -> dict[str, Any]:
@@ -520,6 +562,7 @@ def make_summary(
         "nonzero_weights": {
             layer.layer_name: int(np.count_nonzero(layer.values.numpy())) for layer in sparse_layers
         },
+        "layer_densities": layer_densities(trainer.model.layers),
         "final_test_accuracy": float(test_accuracies[-1]),
         "final_test_loss": float(history["test_loss"][-1]),
         "best_test_accuracy": float(test_accuracies[best_epoch]),
