@@ -9,19 +9,20 @@ from typing import Any
 import numpy as np
 import pytest
 from dynsparse.records import Records
-from test_train import _generated_mnist, _train, fc_settings
+from test_train import _generated_mnist, _train, fc_settings, transformer_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:(thread pools not set|TensorFlow already runs)")
 
 
 @pytest.fixture(scope="module")
 def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _generated_mnist(tmp_path_factory.mktemp("data") / "mnist.npz", 512, 256)
+    return _generated_mnist(tmp_path_factory.mktemp("data") / "mnist.npz", 1024, 256)
 
 
 def tiny(**changes: Any) -> dict[str, Any]:
-    """One epoch of 16 batches of 32 and four updates: seconds per run."""
-    return fc_settings(epochs=1, updates_per_epoch=4, train_samples=512, **changes)
+    """One epoch of 32 batches of 32 and four updates: seconds per run."""
+    settings = {"epochs": 1, "updates_per_epoch": 4, "learning_rate": 0.003, **changes}
+    return fc_settings(**settings)
 
 
 def _pattern_changes(records: Records, layer: str) -> int:
@@ -67,7 +68,7 @@ def test_each_method_trains_and_keeps_the_pattern_size(
     if changes.get("update_end") == 0.5:
         assert _pattern_changes(records, "fc1") <= 2  # frozen after two of four updates
     history = np.load(out / "history.npz")
-    assert len(history["loss"]) == 16  # every batch trained once, update steps included
+    assert len(history["loss"]) == 32  # every batch trained once, update steps included
 
 
 def test_deeper_fc_with_erk_trains(tiny_mnist: Path, ops_library: str, tmp_path: Path) -> None:
@@ -80,7 +81,8 @@ def test_deeper_fc_with_erk_trains(tiny_mnist: Path, ops_library: str, tmp_path:
     densities = summary["layer_densities"]
     assert list(densities) == ["fc1", "fc2", "fc3"]
     assert densities["fc1"] < 0.2 < densities["fc2"] <= densities["fc3"]
-    assert summary["block_sizes"] == {"fc1": 4, "fc2": 4, "fc3": 1}
+    assert summary["block_sizes"] == {"fc1": 4, "fc2": 4}  # fc3 made dense by ERK
+    assert densities["fc3"] == 1.0
     held = sum(densities[n] * s for n, s in (("fc1", 784 * 64), ("fc2", 64 * 32), ("fc3", 320)))
     assert held / (784 * 64 + 64 * 32 + 320) == pytest.approx(0.2, abs=0.01)
     assert json.loads((out / "summary.json").read_text())["layer_densities"] == densities
@@ -111,3 +113,16 @@ def test_snip_pattern_comes_from_the_dense_twin(
         patterns.append((records["fc1/rows"][0], records["fc1/cols"][0]))
     assert all(np.array_equal(x, y) for x, y in zip(patterns[0], patterns[1], strict=True))
     assert not np.array_equal(patterns[0][0], patterns[2][0])
+
+
+def test_two_encoder_layers_train(tiny_mnist: Path, ops_library: str, tmp_path: Path) -> None:
+    settings = transformer_settings(layers=2, epochs=1, train_samples=256)
+    settings["updates_per_epoch"] = 2
+    summary = _train("transformer", settings, tiny_mnist, ops_library, tmp_path / "two")
+    records = Records.load(tmp_path / "two" / "records.npz")
+    assert records.layers == [
+        "embedding", "qkv", "attention_out", "ffn1", "ffn2",
+        "qkv_2", "attention_out_2", "ffn1_2", "ffn2_2", "head",
+    ]  # fmt: skip
+    assert summary["traces"]["train_chunk"] == 1
+    assert len(summary["layer_densities"]) == 10
