@@ -85,3 +85,25 @@ def test_the_default_config_keeps_its_settings_text(config: dict) -> None:
     assert '"hidden_size":320' in text and '"densities":[0.1,0.3]' in text
     assert "hidden_sizes" not in text and '"density"' not in text
     assert '"regrow_dropped":true' in text
+
+
+def test_the_literature_samples_are_valid_settings(config: dict) -> None:
+    """configs/literature.yaml's samples, without the experiments issue's `seeds`, validate."""
+    literature = load_yaml_strict(REPO / "configs" / "literature.yaml")
+    merged = copy.deepcopy(config)
+    merged["fc"]["defaults"].update(literature["fc"]["defaults"])
+    samples = literature["experiment"]["fc"]["samples"]
+    merged["fc"]["samples"] = {
+        name: {k: v for k, v in sample.items() if k != "seeds"} for name, sample in samples.items()
+    }
+    resolved = {s.name: s.settings for s in validate_config(merged) if s.model == "fc"}
+    assert set(resolved) == set(samples)
+    assert resolved["dense"].layer_shapes() == {
+        "fc1": (784, 300),
+        "fc2": (300, 100),
+        "fc3": (100, 10),
+    }
+    assert resolved["rigl_0.1"].layer_densities() == {"fc1": 0.1, "fc2": 0.1, "fc3": 0.1}
+    sparse = {name: s for name, s in resolved.items() if name != "dense"}
+    assert {s.rigl.method for s in sparse.values()} == {"set", "snfs", "rigl", "static"}
+    assert {s.density for s in sparse.values()} == {0.1, 0.3}
