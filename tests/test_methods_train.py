@@ -126,3 +126,34 @@ def test_two_encoder_layers_train(tiny_mnist: Path, ops_library: str, tmp_path: 
     ]  # fmt: skip
     assert summary["traces"]["train_chunk"] == 1
     assert len(summary["layer_densities"]) == 10
+
+
+def test_snfs_average_is_the_moving_average_of_the_dense_gradient(
+    tiny_mnist: Path, ops_library: str
+) -> None:
+    """After one step from zero the average is (1 − 0.9)·xᵀ·dy: |that| / 0.1 equals the
+    update step's |dense gradient| of an identical model on the same batch."""
+    import tensorflow as tf
+    from dynsparse.layers import make_optimizer
+    from dynsparse.models import build_model
+    from dynsparse.momentum import MomentumStepFunctions
+    from dynsparse.registry import parse_settings
+    from dynsparse.steps import StepFunctions
+
+    settings = parse_settings("fc", tiny())
+    with np.load(tiny_mnist) as data:
+        images, labels = data["x_train"][:64], data["y_train"][:64].astype(np.int32)
+    batch = np.arange(settings.batch_size, dtype=np.int32)
+    results = []
+    for steps_class in (MomentumStepFunctions, StepFunctions):
+        model = build_model(settings, tf.random.Generator.from_seed(1))
+        x, y = tf.constant(model.prepare(images)), tf.constant(labels)
+        optimizer = make_optimizer("Adam", list(model.trainable_variables), {})
+        steps = steps_class(model, optimizer, x, y, settings.batch_size, tuple(x.shape[1:]))
+        if isinstance(steps, MomentumStepFunctions):
+            steps.train_chunk(batch[None, :])
+            results.append([np.abs(a.numpy()) / 0.1 for a in steps.averages])
+        else:
+            results.append([g.numpy() for g in steps.update_step(batch)[2]])
+    for average, dense in zip(*results, strict=True):
+        np.testing.assert_allclose(average, dense, rtol=1e-4, atol=1e-6)
