@@ -38,9 +38,9 @@ RESULTS = "results" if EXPERIMENT is None else f"results/{EXPERIMENT}"
 LOGS = "logs" if EXPERIMENT is None else f"logs/{EXPERIMENT}"
 BENCHMARKS = "benchmarks" if EXPERIMENT is None else f"benchmarks/{EXPERIMENT}"
 # One training job per (sample, seed): RESULTS/<model>/<sample>/seed<N>/.
-SEED_DIR = RESULTS + "/{model}/{sample}/seed{seed}"
+SEED_DIR = f"{RESULTS}/{{model}}/{{sample}}/seed{{seed}}"
 # A sample's pictures come from its first seed and keep the sample's own folder.
-SAMPLE_DIR = RESULTS + "/{model}/{sample}"
+SAMPLE_DIR = f"{RESULTS}/{{model}}/{{sample}}"
 
 
 def library(script):
@@ -85,9 +85,10 @@ def first_seed_file(name):
     """Input function: `name` in the first seed's folder of the wildcards' sample."""
 
     def path(wildcards):
-        return SEED_DIR.format(
+        folder = SEED_DIR.format(
             model=wildcards.model, sample=wildcards.sample, seed=first_seed(wildcards)
-        ) + f"/{name}"
+        )
+        return str(Path(folder, name))
 
     return path
 
@@ -149,9 +150,9 @@ def picture_targets():
     if EXPERIMENT is not None:
         return []
     return [
-        *per_sample(SAMPLE_DIR + "/connectivity.gif"),
-        *per_sample(SAMPLE_DIR + "/connectivity.html"),
-        *per_sample(SAMPLE_DIR + "/initial_vs_final.png"),
+        *per_sample(f"{SAMPLE_DIR}/connectivity.gif"),
+        *per_sample(f"{SAMPLE_DIR}/connectivity.html"),
+        *per_sample(f"{SAMPLE_DIR}/initial_vs_final.png"),
     ]
 
 

@@ -4,9 +4,9 @@ rule extract_records:
         history=first_seed_file("history.npz"),
         code=library("extract_records"),
     output:
-        connectivity=SAMPLE_DIR + "/extracted/connectivity.npz",
-        metrics=SAMPLE_DIR + "/extracted/metrics.csv",
-        derived=SAMPLE_DIR + "/extracted/derived.json",
+        connectivity=f"{SAMPLE_DIR}/extracted/connectivity.npz",
+        metrics=f"{SAMPLE_DIR}/extracted/metrics.csv",
+        derived=f"{SAMPLE_DIR}/extracted/derived.json",
     log:
         "logs/extract_records/{model}/{sample}.log",
     conda:
@@ -21,12 +21,12 @@ rule extract_records:
 
 rule render_frames:
     input:
-        connectivity=SAMPLE_DIR + "/extracted/connectivity.npz",
+        connectivity=f"{SAMPLE_DIR}/extracted/connectivity.npz",
         code=library("render_frames"),
     output:
-        frames=directory(SAMPLE_DIR + "/frames"),
+        frames=directory(f"{SAMPLE_DIR}/frames"),
         comparison=report(
-            SAMPLE_DIR + "/initial_vs_final.png",
+            f"{SAMPLE_DIR}/initial_vs_final.png",
             caption="../report/initial_vs_final.rst",
             category="3. Connectivity",
             subcategory="{model}",
@@ -52,13 +52,13 @@ rule render_frames:
 
 rule assemble_gif:
     input:
-        frames=SAMPLE_DIR + "/frames",
-        comparison=SAMPLE_DIR + "/initial_vs_final.png",
+        frames=f"{SAMPLE_DIR}/frames",
+        comparison=f"{SAMPLE_DIR}/initial_vs_final.png",
         code=library("assemble_gif"),
     output:
-        gif=SAMPLE_DIR + "/connectivity.gif",
+        gif=f"{SAMPLE_DIR}/connectivity.gif",
         html=report(
-            SAMPLE_DIR + "/connectivity.html",
+            f"{SAMPLE_DIR}/connectivity.html",
             caption="../report/gif.rst",
             category="3. Connectivity",
             subcategory="{model}",
@@ -82,8 +82,8 @@ rule assemble_gif:
 
 rule summarize:
     input:
-        summaries=per_seed(SEED_DIR + "/summary.json"),
-        histories=per_seed(SEED_DIR + "/history.npz"),
+        summaries=per_seed(f"{SEED_DIR}/summary.json"),
+        histories=per_seed(f"{SEED_DIR}/history.npz"),
         bench=bench_outputs() if EXPERIMENT is None else [],
         code=library("summarize"),
     output:
@@ -107,7 +107,7 @@ rule summarize:
         ),
         curves_svg=f"{RESULTS}/summary/curves.svg",
     log:
-        LOGS + "/summarize.log",
+        f"{LOGS}/summarize.log",
     localrule: True
     conda:
         "../envs/environment.yaml"

@@ -8,13 +8,13 @@ rule train:
         selftest="results/selftest/ops.json",
         code=library("train"),
     output:
-        records=SEED_DIR + "/records.npz",
-        history=SEED_DIR + "/history.npz",
-        summary=SEED_DIR + "/summary.json",
+        records=f"{SEED_DIR}/records.npz",
+        history=f"{SEED_DIR}/history.npz",
+        summary=f"{SEED_DIR}/summary.json",
     log:
-        LOGS + "/train/{model}/{sample}/seed{seed}.log",
+        f"{LOGS}/train/{{model}}/{{sample}}/seed{{seed}}.log",
     benchmark:
-        BENCHMARKS + "/train/{model}/{sample}/seed{seed}.tsv"
+        f"{BENCHMARKS}/train/{{model}}/{{sample}}/seed{{seed}}.tsv"
     conda:
         "../envs/environment.yaml"
     threads: 1
