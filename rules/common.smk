@@ -14,6 +14,7 @@ from dynsparse.config import (
     ConfigError,
     canonical_json,
     check_config_files,
+    experiment_name,
     model_defaults,
     validate_config,
 )
@@ -30,6 +31,16 @@ try:
     SAMPLES = {(s.model, s.name): s for s in validate_config(config, origin=_origin)}
 except (ConfigError, ConfigSyntaxError) as error:
     raise WorkflowError(str(error)) from None
+
+# An example config (`experiment:` set) keeps its results apart: results/<experiment>/...
+EXPERIMENT = experiment_name(config)
+RESULTS = "results" if EXPERIMENT is None else f"results/{EXPERIMENT}"
+LOGS = "logs" if EXPERIMENT is None else f"logs/{EXPERIMENT}"
+BENCHMARKS = "benchmarks" if EXPERIMENT is None else f"benchmarks/{EXPERIMENT}"
+# One training job per (sample, seed): RESULTS/<model>/<sample>/seed<N>/.
+SEED_DIR = f"{RESULTS}/{{model}}/{{sample}}/seed{{seed}}"
+# A sample's pictures come from its first seed and keep the sample's own folder.
+SAMPLE_DIR = f"{RESULTS}/{{model}}/{{sample}}"
 
 
 def library(script):
@@ -54,7 +65,32 @@ def tensorflow_version():
 
 
 def sample_settings(wildcards):
-    return SAMPLES[(wildcards.model, wildcards.sample)].settings_json
+    """The settings of one (sample, seed) training job; an unlisted seed is no job."""
+    sample = SAMPLES[(wildcards.model, wildcards.sample)]
+    seed = int(wildcards.seed)
+    if seed not in sample.seeds:
+        raise WorkflowError(
+            f"{wildcards.model} sample {wildcards.sample!r} has no seed {seed}; its seeds are "
+            f"{list(sample.seeds)} (set `seeds:` in the sample or the model defaults)"
+        )
+    return sample.settings_json_for(seed)
+
+
+def first_seed(wildcards):
+    """The seed whose run the pictures show."""
+    return SAMPLES[(wildcards.model, wildcards.sample)].seeds[0]
+
+
+def first_seed_file(name):
+    """Input function: `name` in the first seed's folder of the wildcards' sample."""
+
+    def path(wildcards):
+        folder = SEED_DIR.format(
+            model=wildcards.model, sample=wildcards.sample, seed=first_seed(wildcards)
+        )
+        return str(Path(folder, name))
+
+    return path
 
 
 def model_defaults_json():
@@ -75,6 +111,22 @@ def per_sample(pattern):
     return [pattern.format(model=s.model, sample=s.name) for s in samples_of()]
 
 
+def per_seed(pattern):
+    """`pattern` for every (sample, seed) job, in sample then seed order."""
+    return [
+        pattern.format(model=s.model, sample=s.name, seed=seed)
+        for s in samples_of()
+        for seed in s.seeds
+    ]
+
+
+def sample_baselines_json():
+    """Each sample's named baseline (model/sample → model/sample): the summary pairs them."""
+    return canonical_json(
+        {f"{s.model}/{s.name}": f"{s.model}/{s.baseline}" for s in samples_of() if s.baseline}
+    )
+
+
 def training_mem_mb(wildcards):
     return MODELS[wildcards.model].mem_mb
 
@@ -93,21 +145,33 @@ def bench_outputs():
     return outputs
 
 
+def picture_targets():
+    """Pictures of the first seed of every sample; an example config's experiment has none."""
+    if EXPERIMENT is not None:
+        return []
+    return [
+        *per_sample(f"{SAMPLE_DIR}/connectivity.gif"),
+        *per_sample(f"{SAMPLE_DIR}/connectivity.html"),
+        *per_sample(f"{SAMPLE_DIR}/initial_vs_final.png"),
+    ]
+
+
 def all_targets():
     return [
         # Asked for itself: a deleted data/mnist.npz is fetched again without retraining
         # (training depends on its recorded sha256, see rules/data.smk).
         "data/mnist.npz",
         "results/selftest/ops.json",
-        *per_sample("results/{model}/{sample}/connectivity.gif"),
-        *per_sample("results/{model}/{sample}/connectivity.html"),
-        *per_sample("results/{model}/{sample}/initial_vs_final.png"),
-        "results/summary/table.csv",
-        "results/summary/table.md",
-        *bench_outputs(),
+        *picture_targets(),
+        f"{RESULTS}/summary/table.csv",
+        f"{RESULTS}/summary/table.md",
+        f"{RESULTS}/summary/accuracy_vs_density.png",
+        *(bench_outputs() if EXPERIMENT is None else []),
     ]
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     sample="|".join(sorted({re.escape(s.name) for s in samples_of()})) or "(?!)",
+    # Seed numbers as `seeds:` writes them: no sign, no leading zero.
+    seed="[1-9][0-9]*",

@@ -1,12 +1,12 @@
 rule extract_records:
     input:
-        records="results/{model}/{sample}/records.npz",
-        history="results/{model}/{sample}/history.npz",
+        records=first_seed_file("records.npz"),
+        history=first_seed_file("history.npz"),
         code=library("extract_records"),
     output:
-        connectivity="results/{model}/{sample}/extracted/connectivity.npz",
-        metrics="results/{model}/{sample}/extracted/metrics.csv",
-        derived="results/{model}/{sample}/extracted/derived.json",
+        connectivity=f"{SAMPLE_DIR}/extracted/connectivity.npz",
+        metrics=f"{SAMPLE_DIR}/extracted/metrics.csv",
+        derived=f"{SAMPLE_DIR}/extracted/derived.json",
     log:
         "logs/extract_records/{model}/{sample}.log",
     conda:
@@ -21,12 +21,12 @@ rule extract_records:
 
 rule render_frames:
     input:
-        connectivity="results/{model}/{sample}/extracted/connectivity.npz",
+        connectivity=f"{SAMPLE_DIR}/extracted/connectivity.npz",
         code=library("render_frames"),
     output:
-        frames=directory("results/{model}/{sample}/frames"),
+        frames=directory(f"{SAMPLE_DIR}/frames"),
         comparison=report(
-            "results/{model}/{sample}/initial_vs_final.png",
+            f"{SAMPLE_DIR}/initial_vs_final.png",
             caption="../report/initial_vs_final.rst",
             category="3. Connectivity",
             subcategory="{model}",
@@ -52,13 +52,13 @@ rule render_frames:
 
 rule assemble_gif:
     input:
-        frames="results/{model}/{sample}/frames",
-        comparison="results/{model}/{sample}/initial_vs_final.png",
+        frames=f"{SAMPLE_DIR}/frames",
+        comparison=f"{SAMPLE_DIR}/initial_vs_final.png",
         code=library("assemble_gif"),
     output:
-        gif="results/{model}/{sample}/connectivity.gif",
+        gif=f"{SAMPLE_DIR}/connectivity.gif",
         html=report(
-            "results/{model}/{sample}/connectivity.html",
+            f"{SAMPLE_DIR}/connectivity.html",
             caption="../report/gif.rst",
             category="3. Connectivity",
             subcategory="{model}",
@@ -82,32 +82,32 @@ rule assemble_gif:
 
 rule summarize:
     input:
-        summaries=per_sample("results/{model}/{sample}/summary.json"),
-        histories=per_sample("results/{model}/{sample}/history.npz"),
-        bench=bench_outputs(),
+        summaries=per_seed(f"{SEED_DIR}/summary.json"),
+        histories=per_seed(f"{SEED_DIR}/history.npz"),
+        bench=bench_outputs() if EXPERIMENT is None else [],
         code=library("summarize"),
     output:
-        table_csv="results/summary/table.csv",
-        table_md="results/summary/table.md",
+        table_csv=f"{RESULTS}/summary/table.csv",
+        table_md=f"{RESULTS}/summary/table.md",
         table_html=report(
-            "results/summary/table.html",
+            f"{RESULTS}/summary/table.html",
             caption="../report/table.rst",
             category="2. Results",
         ),
         accuracy_png=report(
-            "results/summary/accuracy_vs_density.png",
+            f"{RESULTS}/summary/accuracy_vs_density.png",
             caption="../report/accuracy_vs_density.rst",
             category="2. Results",
         ),
-        accuracy_svg="results/summary/accuracy_vs_density.svg",
+        accuracy_svg=f"{RESULTS}/summary/accuracy_vs_density.svg",
         curves_png=report(
-            "results/summary/curves.png",
+            f"{RESULTS}/summary/curves.png",
             caption="../report/curves.rst",
             category="2. Results",
         ),
-        curves_svg="results/summary/curves.svg",
+        curves_svg=f"{RESULTS}/summary/curves.svg",
     log:
-        "logs/summarize.log",
+        f"{LOGS}/summarize.log",
     localrule: True
     conda:
         "../envs/environment.yaml"
@@ -115,5 +115,7 @@ rule summarize:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        baselines=sample_baselines_json(),
     script:
         "../workflow/summarize.py"

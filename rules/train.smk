@@ -8,13 +8,13 @@ rule train:
         selftest="results/selftest/ops.json",
         code=library("train"),
     output:
-        records="results/{model}/{sample}/records.npz",
-        history="results/{model}/{sample}/history.npz",
-        summary="results/{model}/{sample}/summary.json",
+        records=f"{SEED_DIR}/records.npz",
+        history=f"{SEED_DIR}/history.npz",
+        summary=f"{SEED_DIR}/summary.json",
     log:
-        "logs/train/{model}/{sample}.log",
+        f"{LOGS}/train/{{model}}/{{sample}}/seed{{seed}}.log",
     benchmark:
-        "benchmarks/train/{model}/{sample}.tsv"
+        f"{BENCHMARKS}/train/{{model}}/{{sample}}/seed{{seed}}.tsv"
     conda:
         "../envs/environment.yaml"
     threads: 1
@@ -23,6 +23,7 @@ rule train:
         runtime=training_runtime_min,
     params:
         settings=sample_settings,
+        sample="{sample}",
         # Read, checked against its recorded sha256 first; not an input, so that deleting a
         # damaged copy reruns the fetch only.
         mnist=lambda wildcards, input: input.mnist_sha256.removesuffix(RECORD_SUFFIX),

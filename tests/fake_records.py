@@ -196,6 +196,8 @@ def history_arrays(
     trend = final_accuracy * (1.0 - np.exp(-step / (0.15 * n)))
     accuracy = np.clip(trend + rng.normal(0, 0.05, n), 0, 1).astype(np.float32)
     epoch_test = final_accuracy - 0.02 * np.exp(-np.arange(1, epochs + 1)) + 0.002
+    # Validation peaks at the first epoch, test at the last: "best" must follow validation.
+    epoch_validation = final_accuracy + 0.01 * (np.arange(epochs, 0, -1) == epochs)
     return {
         "step": step,
         "epoch": (step - 1) // batches_per_epoch,
@@ -205,6 +207,10 @@ def history_arrays(
         "pruned_fraction": np.where(step > n // 5, 0.3, 0.0).astype(np.float32),
         "step_time": np.full(n, batch_seconds, dtype=np.float32),
         "epoch_index": np.arange(epochs, dtype=np.int64),
+        "train_loss": np.linspace(0.25, 0.05, epochs),
+        "train_accuracy": np.full(epochs, final_accuracy + 0.01),
+        "validation_loss": np.linspace(0.3, 0.1, epochs),
+        "validation_accuracy": epoch_validation.astype(np.float64),
         "test_loss": np.linspace(0.3, 0.1, epochs),
         "test_accuracy": epoch_test.astype(np.float64),
         "train_seconds": np.full(epochs, batches_per_epoch * batch_seconds * 1.1),

@@ -40,7 +40,106 @@ def test_default_config_is_valid_and_resolves_every_sample(config: dict) -> None
         resolved = resolve_sample(
             config[sample.model]["defaults"], config[sample.model]["samples"][sample.name]
         )
+        resolved.pop("seeds", None)
+        resolved.pop("baseline", None)
+        resolved.update(seed=sample.seeds[0], validation=config["validation"])
         assert json.loads(sample.settings_json) == resolved
+
+
+def _sample(samples: list, model: str, name: str):
+    return next(s for s in samples if (s.model, s.name) == (model, name))
+
+
+def test_seeds_come_from_the_defaults_or_the_sample(config: dict) -> None:
+    config["fc"]["defaults"]["seeds"] = 3
+    config["fc"]["samples"]["dense"] = {"densities": [1.0, 1.0], "seeds": [7, 2]}
+    samples = validate_config(config)
+    assert _sample(samples, "fc", "rigl_0.1_0.3").seeds == (1, 2, 3)
+    dense = _sample(samples, "fc", "dense")
+    assert dense.seeds == (7, 2) and dense.settings.seed == 7  # the first seed: the pictures'
+    assert json.loads(dense.settings_json_for(2))["seed"] == 2
+    assert dense.settings_for(2).densities == dense.settings.densities
+
+
+def test_without_seeds_the_single_seed_is_used(config: dict) -> None:
+    config["fc"]["defaults"].pop("seeds", None)
+    config["fc"]["defaults"]["seed"] = 11
+    assert _sample(validate_config(config), "fc", "dense").seeds == (11,)
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [([1, 1], "listed more than once"), (0, "must be positive"), ([], "seeds")],
+)
+def test_bad_seeds_name_the_sample(config: dict, seeds: object, message: str) -> None:
+    config["fc"]["samples"]["dense"] = {"densities": [1.0, 1.0], "seeds": seeds}
+    error = _error(config)
+    assert "fc" in error and "dense" in error and message in error, error
+
+
+def test_validation_size_reaches_every_sample(config: dict) -> None:
+    config["validation"] = 0
+    assert {s.settings.validation for s in validate_config(config)} == {0}
+    config["validation"] = -1
+    assert "validation" in _error(config)
+
+
+def test_sweeps_generate_validated_samples(config: dict) -> None:
+    config["fc"]["sweeps"] = {
+        "density": {"grid": {"densities": [[0.05, 0.3], [0.2, 0.3]], "method": ["rigl", "static"]}}
+    }
+    samples = validate_config(config)
+    names = [s.name for s in samples if s.name.startswith("density_")]
+    assert names == [
+        "density_d0.05-0.3_rigl",
+        "density_d0.05-0.3_static",
+        "density_d0.2-0.3_rigl",
+        "density_d0.2-0.3_static",
+    ]
+    point = _sample(samples, "fc", "density_d0.2-0.3_static")
+    assert point.settings.densities == (0.2, 0.3) and point.settings.rigl.method == "static"
+    assert point.seeds == _sample(samples, "fc", "dense").seeds  # the defaults' seeds
+
+
+def test_a_generated_sample_is_checked_like_a_written_one(config: dict) -> None:
+    config["fc"]["sweeps"] = {"bad": {"grid": {"block_size": [16, 3]}}}
+    error = _error(config)
+    assert "fc sample 'bad_bs3'" in error and "block_size" in error, error
+
+
+def test_a_sweep_name_clash_is_an_error(config: dict) -> None:
+    config["fc"]["samples"]["m_static"] = {"method": "static"}
+    config["fc"]["sweeps"] = {"m": {"grid": {"method": ["static", "rigl"]}}}
+    error = _error(config)
+    assert "m_static" in error and "also a sample" in error, error
+
+
+def test_an_unknown_baseline_is_an_error(config: dict) -> None:
+    config["fc"]["samples"]["dense"] = {"densities": [1.0, 1.0], "baseline": "nothing"}
+    error = _error(config)
+    assert "baseline" in error and "'nothing'" in error and "dense" in error, error
+
+
+def test_an_experiment_runs_only_its_own_samples(config: dict) -> None:
+    config["experiment"] = {
+        "name": "mine",
+        "fc": {
+            "samples": {"base": {"method": "static"}},
+            "sweeps": {"s": {"base": "base", "grid": {"densities": [[0.2, 0.3]]}, "seeds": 2}},
+        },
+    }
+    samples = validate_config(config)
+    assert [(s.model, s.name, s.seeds) for s in samples] == [
+        ("fc", "base", (1, 2, 3)),
+        ("fc", "s_d0.2-0.3", (1, 2)),
+    ]
+    assert _sample(samples, "fc", "s_d0.2-0.3").settings.rigl.method == "static"
+
+
+@pytest.mark.parametrize("name", ["fc", "summary", "Bad Name"])
+def test_an_experiment_name_must_be_a_free_folder(config: dict, name: str) -> None:
+    config["experiment"] = {"name": name, "fc": {"samples": {"x": {}}}}
+    assert "experiment name" in _error(config)
 
 
 def test_sample_override_merges_into_mappings() -> None:

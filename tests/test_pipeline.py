@@ -29,11 +29,24 @@ pytestmark = pytest.mark.slow
 
 FC = "model=fc, sample=tiny_fc"
 TF = "model=transformer, sample=tiny_tf"
-PER_SAMPLE_RULES = ("train", "extract_records", "render_frames", "assemble_gif")
+SWEPT = ("model=fc, sample=m_static", "model=fc, sample=m_random")
+# tiny.yaml's seeds: tiny_fc has [3, 4], everything else the defaults' seed.
+SEEDS = {FC: (3, 4), TF: (5,), SWEPT[0]: (3,), SWEPT[1]: (3,)}
+PICTURE_RULES = ("extract_records", "render_frames", "assemble_gif")
+
+
+def train_job(wildcards: str, seed: int) -> str:
+    return f"train[{wildcards}, seed={seed}]"
 
 
 def per_sample_jobs(wildcards: str) -> list[str]:
-    return [f"{rule}[{wildcards}]" for rule in PER_SAMPLE_RULES]
+    """A sample's training jobs (one per seed) and its first seed's pictures."""
+    trains = [train_job(wildcards, seed) for seed in SEEDS[wildcards]]
+    return trains + [f"{rule}[{wildcards}]" for rule in PICTURE_RULES]
+
+
+def every_sample_job() -> list[str]:
+    return [job for wildcards in SEEDS for job in per_sample_jobs(wildcards)]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +78,7 @@ def test_dry_run_lists_every_expected_job(fresh_workdir: Path) -> None:
             "fetch_mnist[]",
             "selftest_ops[]",
             "summarize[]",
-            *per_sample_jobs(FC),
-            *per_sample_jobs(TF),
+            *every_sample_job(),
         ]
     )
 
@@ -76,25 +88,46 @@ def test_full_run_writes_every_output_and_a_report(workdir: Path) -> None:
     assert selftest["passed"] and selftest["cases"]
     # Chance is 0.1; the tiny runs see a few thousand images once.
     minimum_accuracy = {"fc": 0.7, "transformer": 0.3}
-    for model, sample in (("fc", "tiny_fc"), ("transformer", "tiny_tf")):
+    samples = (
+        ("fc", "tiny_fc"),
+        ("fc", "m_static"),
+        ("fc", "m_random"),
+        ("transformer", "tiny_tf"),
+    )
+    for model, sample in samples:
         folder = workdir / "results" / model / sample
-        summary = json.loads((folder / "summary.json").read_text())
-        assert summary["final_test_accuracy"] > minimum_accuracy[model], summary
-        with np.load(folder / "records.npz") as records:
+        seeds = SEEDS[f"model={model}, sample={sample}"]
+        for seed in seeds:
+            summary = json.loads((folder / f"seed{seed}" / "summary.json").read_text())
+            assert summary["final_test_accuracy"] > minimum_accuracy[model], summary
+            assert summary["seed"] == seed and summary["sample"] == sample
+            assert summary["validation_images"] == 2000
+            with np.load(folder / f"seed{seed}" / "history.npz") as history:
+                assert np.all(history["validation_accuracy"] > minimum_accuracy[model])
+        with np.load(folder / f"seed{seeds[0]}" / "records.npz") as records:
             assert len(records["update_index"]) >= 2
         frames = sorted((folder / "frames").glob("*.png"))
         gif = iio.imread(folder / "connectivity.gif", index=None)
         assert len(frames) == gif.shape[0] >= 2
         assert (folder / "initial_vs_final.png").stat().st_size > 0
+    assert not (workdir / "results/fc/tiny_fc/seed4/frames").exists()
     with open(workdir / "results/summary/table.csv") as stream:
-        rows = list(csv.DictReader(stream))
-    assert sorted(row["sample"] for row in rows) == ["tiny_fc", "tiny_tf"]
+        rows = {row["sample"]: row for row in csv.DictReader(stream)}
+    assert sorted(rows) == ["m_random", "m_static", "tiny_fc", "tiny_tf"]
+    two_seeds = rows["tiny_fc"]
+    assert two_seeds["n"] == "2" and two_seeds["seeds"] == "3 4"
+    low, high = (
+        float(two_seeds["final_test_accuracy_ci_low"]),
+        float(two_seeds["final_test_accuracy_ci_high"]),
+    )
+    assert low < float(two_seeds["final_test_accuracy"]) < high
+    assert rows["tiny_tf"]["n"] == "1" and rows["tiny_tf"]["final_test_accuracy_ci_low"] == ""
 
     snakemake(workdir, "--report", "report.html")
     report = (workdir / "report.html").read_text()
     for name in ("table.html", "accuracy_vs_density.png", "curves.png", "connectivity.html"):
         assert name in report, name
-    assert_animations_render(workdir / "report.html", expected=2)
+    assert_animations_render(workdir / "report.html", expected=len(SEEDS))
 
 
 def assert_animations_render(report: Path, expected: int) -> None:
@@ -118,16 +151,39 @@ def test_second_run_does_nothing(workdir: Path) -> None:
 
 
 def test_editing_one_sample_reruns_only_that_sample(workdir: Path, restore_config: dict) -> None:
-    restore_config["fc"]["samples"]["tiny_fc"] = {"seed": 4}
+    restore_config["fc"]["samples"]["tiny_fc"]["droprate"] = 0.2
     write_config(workdir, restore_config)
     assert planned_jobs(workdir) == sorted(["all[]", "summarize[]", *per_sample_jobs(FC)])
+
+
+def test_adding_a_seed_runs_only_its_training_and_the_summary(
+    workdir: Path, restore_config: dict
+) -> None:
+    restore_config["fc"]["samples"]["tiny_fc"]["seeds"] = [3, 4, 7]
+    write_config(workdir, restore_config)
+    assert planned_jobs(workdir) == sorted(["all[]", "summarize[]", train_job(FC, 7)])
+
+
+def test_removing_a_seed_reruns_only_the_summary(workdir: Path, restore_config: dict) -> None:
+    restore_config["fc"]["samples"]["tiny_fc"]["seeds"] = [3]
+    write_config(workdir, restore_config)
+    assert planned_jobs(workdir) == ["all[]", "summarize[]"]
+
+
+def test_a_sweep_point_is_a_sample_like_a_written_one(workdir: Path, restore_config: dict) -> None:
+    restore_config["fc"]["sweeps"]["m"]["grid"]["method"] = ["static", "random", "rigl"]
+    write_config(workdir, restore_config)
+    new = "model=fc, sample=m_rigl"
+    expected = [train_job(new, 3), *(f"{rule}[{new}]" for rule in PICTURE_RULES)]
+    assert planned_jobs(workdir) == sorted(["all[]", "summarize[]", *expected])
 
 
 def test_adding_a_sample_adds_only_its_jobs(workdir: Path, restore_config: dict) -> None:
     restore_config["fc"]["samples"]["tiny_fc_static"] = {"method": "static"}
     write_config(workdir, restore_config)
     new = "model=fc, sample=tiny_fc_static"
-    assert planned_jobs(workdir) == sorted(["all[]", "summarize[]", *per_sample_jobs(new)])
+    expected = [train_job(new, 3), *(f"{rule}[{new}]" for rule in PICTURE_RULES)]
+    assert planned_jobs(workdir) == sorted(["all[]", "summarize[]", *expected])
 
 
 def test_changing_the_colormap_reruns_only_the_pictures(
@@ -136,7 +192,7 @@ def test_changing_the_colormap_reruns_only_the_pictures(
     restore_config["render"]["cmap"] = "viridis"
     restore_config["render"]["gif_delay"] = 35
     write_config(workdir, restore_config)
-    expected = [f"{rule}[{wc}]" for rule in ("render_frames", "assemble_gif") for wc in (FC, TF)]
+    expected = [f"{rule}[{wc}]" for rule in ("render_frames", "assemble_gif") for wc in SEEDS]
     assert planned_jobs(workdir) == sorted(["all[]", *expected])
 
 
@@ -145,9 +201,7 @@ def test_editing_a_library_module_reruns_its_stages(workdir: Path) -> None:
     original, stat = module.read_text(), module.stat()
     try:
         module.write_text(original + "\n# an edit\n")
-        assert planned_jobs(workdir) == sorted(
-            ["all[]", f"assemble_gif[{FC}]", f"assemble_gif[{TF}]"]
-        )
+        assert planned_jobs(workdir) == sorted(["all[]", *(f"assemble_gif[{wc}]" for wc in SEEDS)])
     finally:
         module.write_text(original)
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -176,8 +230,7 @@ def test_editing_an_op_source_rebuilds_and_reruns_downstream(workdir: Path) -> N
                 "build_ops[]",
                 "selftest_ops[]",
                 "summarize[]",
-                *per_sample_jobs(FC),
-                *per_sample_jobs(TF),
+                *every_sample_job(),
             ]
         )
     finally:

@@ -51,9 +51,11 @@ def test_the_generator_writes_tables_between_the_markers(results: Path, tmp_path
     readme.write_text(
         "# Title\n\nhand text\n\n"
         f"{begin_marker('results')}\nold numbers\n{end_marker('results')}\n\nmore hand text\n\n"
+        f"{begin_marker('sweep')}\n{end_marker('sweep')}\n"
         f"{begin_marker('bench')}\n{end_marker('bench')}\n"
     )
     text = update_readme(readme, results, cpu="Test CPU, 2 cores")
+    assert section_text(text, "sweep").startswith("No density sweep in this run")
     body = section_text(text, "results")
     assert body.startswith("Measured on Test CPU, 2 cores; run finished ")
     assert "| fc | rigl_a | rigl | d 0.1 | 1 | NONE | 40 | 98.24% | 52.7 | 45,548 |" in body
@@ -65,8 +67,31 @@ def test_the_generator_writes_tables_between_the_markers(results: Path, tmp_path
     assert update_readme(readme, results, cpu="Test CPU, 2 cores") == text  # idempotent
 
 
+def test_replicated_rows_show_the_interval_and_the_paired_difference(
+    results: Path, tmp_path: Path
+) -> None:
+    row = {"model": "fc", "sample": "rigl", "method": "rigl", "n": "3",
+           "final_test_accuracy": "0.981", "final_test_accuracy_ci_low": "0.979",
+           "final_test_accuracy_ci_high": "0.983", "final_test_accuracy_min": "0.98",
+           "final_test_accuracy_max": "0.982", "baseline": "static", "difference": "0.006",
+           "difference_ci_low": "0.002", "difference_ci_high": "0.010"}  # fmt: skip
+    write_csv(results / "summary/table.csv", [row])
+    write_csv(results / "density-sweep/summary/table.csv", [row])
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "".join(f"{begin_marker(n)}\n{end_marker(n)}\n" for n in ("results", "sweep", "bench"))
+    )
+    text = update_readme(readme, results, cpu="Test CPU, 2 cores")
+    line = "| fc | rigl | rigl | 3 | 98.10 ± 0.20% | 98.00% | 98.20% | +0.60 ± 0.40 pp vs static |"
+    assert line in section_text(text, "results")
+    sweep = section_text(text, "sweep")
+    assert "results/density-sweep/summary/accuracy_vs_density.png" in sweep and line in sweep
+    assert format_problems(text) == []
+
+
 def test_a_hand_edited_table_is_caught() -> None:
     readme = f"{begin_marker('results')}\n| model | accuracy (typed) |\n{end_marker('results')}\n"
+    readme += f"{begin_marker('sweep')}\nNo density sweep in this run.\n{end_marker('sweep')}\n"
     readme += f"{begin_marker('bench')}\nNo benchmarks in this run.\n{end_marker('bench')}\n"
     problems = format_problems(readme)
     assert any("does not start as the generator writes it" in p for p in problems)

@@ -39,7 +39,13 @@ TEST_CLUSTER_FLAGS = (
     "--retries",
     "0",
 )
-SAMPLES = (("fc", "tiny_fc"), ("transformer", "tiny_tf"))
+# tests/configs/tiny.yaml's samples and their seeds (the first seed's run gets the pictures).
+SAMPLE_SEEDS = {
+    ("fc", "tiny_fc"): (3, 4),
+    ("fc", "m_static"): (3,),
+    ("fc", "m_random"): (3,),
+    ("transformer", "tiny_tf"): (5,),
+}
 # Rules that must run as cluster jobs (the heavy ones); the localrules are whatever the run
 # printed as `localrule`.
 CLUSTER_RULES = {"build_ops", "selftest_ops", "train", "extract_records", "render_frames"}
@@ -187,7 +193,11 @@ def test_tiny_run_on_slurm_matches_local_run(
     rules_on_cluster = {jobs[jobid][0] for jobid in cluster_jobs}
     assert rules_on_cluster >= CLUSTER_RULES, rules_on_cluster
     trained = sorted(jobs[j][1] for j in cluster_jobs if jobs[j][0] == "train")
-    assert trained == sorted(f"model={m}, sample={s}" for m, s in SAMPLES)
+    assert trained == sorted(
+        f"model={m}, sample={s}, seed={seed}"
+        for (m, s), seeds in SAMPLE_SEEDS.items()
+        for seed in seeds
+    )
 
     # ... and SLURM knows each of them: its log, the controller's log, squeue's history.
     slurm_ids = sorted({slurm_id for slurm_id, _ in submitted.values()}, key=int)
@@ -212,15 +222,17 @@ def test_tiny_run_on_slurm_matches_local_run(
     start = time.monotonic()
     snakemake(local_dir)
     local_seconds = time.monotonic() - start
-    for model, sample in SAMPLES:
+    for (model, sample), seeds in SAMPLE_SEEDS.items():
         a = slurm_dir / "results" / model / sample
         b = local_dir / "results" / model / sample
-        summary_a = json.loads((a / "summary.json").read_text())
-        summary_b = json.loads((b / "summary.json").read_text())
-        assert summary_a["final_test_accuracy"] == summary_b["final_test_accuracy"]
-        assert _results(summary_a) == _results(summary_b)
-        _assert_npz_equal(a / "records.npz", b / "records.npz")
-        _assert_npz_equal(a / "history.npz", b / "history.npz")
+        for seed in seeds:
+            run_a, run_b = a / f"seed{seed}", b / f"seed{seed}"
+            summary_a = json.loads((run_a / "summary.json").read_text())
+            summary_b = json.loads((run_b / "summary.json").read_text())
+            assert summary_a["final_test_accuracy"] == summary_b["final_test_accuracy"]
+            assert _results(summary_a) == _results(summary_b)
+            _assert_npz_equal(run_a / "records.npz", run_b / "records.npz")
+            _assert_npz_equal(run_a / "history.npz", run_b / "history.npz")
         _assert_npz_equal(
             a / "extracted" / "connectivity.npz", b / "extracted" / "connectivity.npz"
         )

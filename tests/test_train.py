@@ -14,7 +14,13 @@ import pytest
 import yaml
 from dynsparse.blocks import to_dense
 from dynsparse.records import HistoryBuilder, Records, RecordsBuilder, SparseLayerSpec
-from dynsparse.train import epoch_order, training_subset, update_batches
+from dynsparse.train import (
+    best_epoch_by_validation,
+    epoch_order,
+    train_and_validation_indices,
+    training_subset,
+    update_batches,
+)
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 # In-process runs share one TensorFlow runtime, already started by earlier tests: its thread pools
@@ -74,7 +80,16 @@ def test_history_round_trip() -> None:
         pruned_fraction=[0.0, 0.0],
         step_time=[0.01, 0.01],
     )
-    history.add_epoch(epoch_index=0, test_loss=1.0, test_accuracy=0.5, train_seconds=3.0)
+    history.add_epoch(
+        epoch_index=0,
+        train_loss=1.2,
+        train_accuracy=0.4,
+        validation_loss=1.1,
+        validation_accuracy=0.45,
+        test_loss=1.0,
+        test_accuracy=0.5,
+        train_seconds=3.0,
+    )
     arrays = history.arrays()
     assert arrays["step"].dtype == np.int64 and arrays["loss"].dtype == np.float32
     assert arrays["test_accuracy"].tolist() == [0.5]
@@ -83,6 +98,23 @@ def test_history_round_trip() -> None:
         np.testing.assert_array_equal(again[key], value)
     with pytest.raises(ValueError):
         history.add_steps(step=[3])
+
+
+def test_training_images_never_include_the_validation_set() -> None:
+    labels = np.random.default_rng(0).integers(0, 10, 1000)
+    train, validation = train_and_validation_indices(labels, 100, seed=1, train_samples=None)
+    assert len(validation) == 100 and len(train) == 900
+    assert not set(train.tolist()) & set(validation.tolist())
+    other_seed, same_validation = train_and_validation_indices(labels, 100, 2, train_samples=300)
+    np.testing.assert_array_equal(same_validation, validation)  # the same for every seed
+    assert len(other_seed) == 300 and set(other_seed.tolist()) <= set(train.tolist())
+    everything, none = train_and_validation_indices(labels, 0, seed=1, train_samples=None)
+    assert len(everything) == 1000 and len(none) == 0
+
+
+def test_best_epoch_is_chosen_on_validation() -> None:
+    assert best_epoch_by_validation(np.array([0.9, 0.95, 0.94])) == 1
+    assert best_epoch_by_validation(np.array([np.nan, np.nan])) is None
 
 
 def test_update_batches_and_data_order() -> None:
@@ -131,6 +163,7 @@ def fc_settings(**changes: Any) -> dict[str, Any]:
     """config.yaml's FC defaults, shrunk to train in seconds on the generated data."""
     small = {
         "seed": 3,
+        "validation": 0,
         "densities": [0.1, 0.5],
         "hidden_size": 32,
         "updates_per_epoch": 3,
@@ -145,6 +178,7 @@ def transformer_settings(**changes: Any) -> dict[str, Any]:
     """config.yaml's transformer defaults, shrunk to train in seconds on the generated data."""
     small = {
         "seed": 5,
+        "validation": 0,
         "sparsity": 0.5,
         "block_size": 4,
         "pooling": "SUM",
@@ -256,6 +290,20 @@ def test_fc_training_learns_and_keeps_the_pattern_size(fc_run: Path) -> None:
     assert list((fc_run / "tensorboard").glob("events.out.tfevents.*"))
     log = (fc_run.parent / "rigl.log").read_text()
     assert "epoch 2/2" in log and "it/s" in log
+
+
+def test_validation_is_held_out_and_measured_every_epoch(
+    mnist_file: Path, ops_library: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "validated"
+    summary = _train("fc", fc_settings(validation=512), mnist_file, ops_library, out)
+    assert summary["train_images"] == 2048 - 512 and summary["validation_images"] == 512
+    history = np.load(out / "history.npz")
+    assert history["validation_accuracy"].shape == (2,)
+    assert np.all(history["validation_accuracy"] > 0.5)
+    best = int(np.argmax(history["validation_accuracy"]))
+    assert summary["best_epoch"] == best
+    assert summary["best_test_accuracy"] == history["test_accuracy"][best]
 
 
 @pytest.mark.parametrize("method", ["random", "static"])

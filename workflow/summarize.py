@@ -1,5 +1,6 @@
 """Stage: every sample's summary.json and history.npz to the results table and figures."""
 
+import json
 import logging
 
 from dynsparse.stage import stage_log
@@ -20,5 +21,6 @@ with stage_log(snakemake.log[0]):
             table_html=output.get("table_html"),
         ),
         bench_paths=list(snakemake.input.get("bench", [])),
+        baselines=json.loads(snakemake.params.baselines),
     )
     logging.info("summarised %d samples", len(rows))

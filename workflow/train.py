@@ -1,6 +1,6 @@
-"""Stage: train one sample (records.npz, history.npz, summary.json beside each other).
+"""Stage: train one (sample, seed) job (records.npz, history.npz, summary.json beside each other).
 
-A killed job rerun resumes from the sample's last complete epoch (checkpoints/ in the same folder).
+A killed job rerun resumes from the job's last complete epoch (checkpoints/ in the same folder).
 """
 
 from pathlib import Path
@@ -24,4 +24,5 @@ with stage_log(snakemake.log[0]) as log:
         out_dir=out_dir,
         threads=snakemake.threads,
         log=log,
+        sample=snakemake.params.sample,
     )

@@ -26,7 +26,8 @@ def sample_dirs(root: Path) -> dict[str, Path]:
         return {".": root}
     return {
         str(path.parent.relative_to(root)): path.parent
-        for path in sorted(root.glob("*/*/summary.json"))
+        # results/<model>/<sample>/seed<N>/summary.json: one folder per training job
+        for path in sorted(root.glob("*/*/seed*/summary.json"))
     }
 
 

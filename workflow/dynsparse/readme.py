@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 Row = dict[str, str]
-SECTIONS = ("results", "bench")
+SECTIONS = ("results", "sweep", "bench")
+# The example config whose figure the README shows (configs/density-sweep.yaml).
+SWEEP_EXPERIMENT = "density-sweep"
 
 
 def begin_marker(name: str) -> str:
@@ -65,9 +67,38 @@ def _flag(value: str) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # the CSV column
+    key: str  # the CSV column (a composed column: the one it needs to be shown)
     header: str
     render: Callable[[str], str] = _text
+    compose: Callable[[Row], str] | None = None  # a cell made of several columns
+
+    def cell(self, row: Row) -> str:
+        return self.compose(row) if self.compose is not None else self.render(row[self.key])
+
+
+def _mean_ci(prefix: str, signed: bool = False, unit: str = "%") -> Callable[[Row], str]:
+    """ "98.12 ± 0.15%" (in percent) from `<prefix>`, `<prefix>_ci_low`, `<prefix>_ci_high`;
+    no ± where the interval is missing (one seed, or an older CSV)."""
+
+    def compose(row: Row) -> str:
+        mean = _number(row.get(prefix, ""))
+        if mean is None:
+            return "–"
+        low = _number(row.get(f"{prefix}_ci_low", ""))
+        high = _number(row.get(f"{prefix}_ci_high", ""))
+        text = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
+        if low is None or high is None:
+            return text + unit
+        return f"{text} ± {100 * (high - low) / 2:.2f}{unit}"
+
+    return compose
+
+
+def _difference(row: Row) -> str:
+    baseline = row.get("baseline", "").strip()
+    if not baseline or _number(row.get("difference", "")) is None:
+        return "–"
+    return f"{_mean_ci('difference', signed=True, unit=' pp')(row)} vs {baseline}"
 
 
 RESULT_COLUMNS = (
@@ -78,8 +109,16 @@ RESULT_COLUMNS = (
     Column("block_size", "block"),
     Column("pooling", "pooling"),
     Column("epochs", "epochs"),
-    Column("final_test_accuracy", "test accuracy", _percent),
-    Column("best_test_accuracy", "best epoch", _percent),
+    Column("n", "seeds"),
+    Column(
+        "final_test_accuracy",
+        "test accuracy (mean ± 95% CI)",
+        compose=_mean_ci("final_test_accuracy"),
+    ),
+    Column("final_test_accuracy_min", "min", _percent),
+    Column("final_test_accuracy_max", "max", _percent),
+    Column("best_test_accuracy", "at best val. epoch", _percent),
+    Column("difference", "Δ to baseline, paired (95% CI)", compose=_difference),
     Column("train_seconds", "train s", _fixed(1)),
     Column("throughput", "samples/s", _fixed(0)),
 )
@@ -118,7 +157,7 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[Column]) -> str:
         "| " + " | ".join(c.header for c in present) + " |",
         "|" + "|".join("---" for _ in present) + "|",
     ]
-    lines += ["| " + " | ".join(c.render(row[c.key]) for c in present) + " |" for row in rows]
+    lines += ["| " + " | ".join(c.cell(row) for c in present) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -140,8 +179,28 @@ def _run_date(path: Path) -> str:
 
 def results_section(results_dir: str | Path, cpu: str) -> str:
     table = Path(results_dir) / "summary" / "table.csv"
+    if not table.is_file():
+        return "No default run in this tree: `make run` writes `results/summary/table.csv`."
     return (
         f"Measured on {cpu}; run finished {_run_date(table)} (`results/summary/table.csv`).\n\n"
+        + markdown_table(read_rows(table), RESULT_COLUMNS)
+    )
+
+
+def sweep_section(results_dir: str | Path, cpu: str) -> str:
+    """The density sweep's figure and table (configs/density-sweep.yaml's own summary)."""
+    summary = Path(results_dir) / SWEEP_EXPERIMENT / "summary"
+    table = summary / "table.csv"
+    if not table.is_file():
+        return (
+            f"No density sweep in this run: `snakemake --cores 2 --configfile "
+            f"configs/{SWEEP_EXPERIMENT}.yaml` writes `results/{SWEEP_EXPERIMENT}/summary/`."
+        )
+    figure = f"results/{SWEEP_EXPERIMENT}/summary/accuracy_vs_density.png"
+    return (
+        f"Measured on {cpu}; run finished {_run_date(table)} "
+        f"(`results/{SWEEP_EXPERIMENT}/summary/table.csv`).\n\n"
+        f"![accuracy against weight density]({figure})\n\n"
         + markdown_table(read_rows(table), RESULT_COLUMNS)
     )
 
@@ -181,6 +240,7 @@ def update_readme(readme_path: str | Path, results_dir: str | Path, cpu: str | N
     path = Path(readme_path)
     text = path.read_text()
     text = replace_section(text, "results", results_section(results_dir, cpu))
+    text = replace_section(text, "sweep", sweep_section(results_dir, cpu))
     text = replace_section(text, "bench", bench_section(results_dir, cpu))
     path.write_text(text)
     return text
@@ -194,11 +254,13 @@ def format_problems(readme: str) -> list[str]:
             problems.append(f"the {name} section's markers are missing")
             continue
         body = section_text(readme, name)
-        if not body.startswith(("Measured on ", "Native ops", "Training steps", "No benchmarks")):
+        starts = ("Measured on ", "Native ops", "Training steps", "No ")
+        if not body.startswith(starts):
             problems.append(f"the {name} section does not start as the generator writes it")
         headers = [line for line in body.splitlines() if line.startswith("| ")][:1]
         tables: dict[str, list[tuple[Column, ...]]] = {
             "results": [RESULT_COLUMNS],
+            "sweep": [RESULT_COLUMNS],
             "bench": [OPS_COLUMNS, TRAINING_COLUMNS],
         }
         expected = tables[name]
@@ -216,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     readme, results = (args + ["README.md", "results"][len(args) :])[:2]
     update_readme(readme, results)
-    print(f"{readme}: results and benchmark sections rewritten from {results}/")
+    print(f"{readme}: results, sweep and benchmark sections rewritten from {results}/")
     return 0
 
 

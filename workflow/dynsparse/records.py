@@ -24,7 +24,18 @@ HISTORY_STEP_KEYS = (
     "pruned_fraction",
     "step_time",
 )
-HISTORY_EPOCH_KEYS = ("epoch_index", "test_loss", "test_accuracy", "train_seconds")
+# Per epoch: the train metrics are the means over the epoch's batches; validation (NaN when the
+# run holds out none) and test are measured before the epoch's last pattern update.
+HISTORY_EPOCH_KEYS = (
+    "epoch_index",
+    "train_loss",
+    "train_accuracy",
+    "validation_loss",
+    "validation_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "train_seconds",
+)
 _HISTORY_DTYPES = {
     "step": np.int64,
     "epoch": np.int64,
@@ -34,6 +45,10 @@ _HISTORY_DTYPES = {
     "pruned_fraction": np.float32,
     "step_time": np.float32,
     "epoch_index": np.int64,
+    "train_loss": np.float64,
+    "train_accuracy": np.float64,
+    "validation_loss": np.float64,
+    "validation_accuracy": np.float64,
     "test_loss": np.float64,
     "test_accuracy": np.float64,
     "train_seconds": np.float64,

@@ -18,6 +18,9 @@ from dynsparse import distributions
 N_PIXELS = 784
 N_CLASSES = 10
 
+# Training images held out for validation by default (config.yaml's top-level `validation`).
+DEFAULT_VALIDATION = 5_000
+
 
 @dataclass(frozen=True)
 class CosineSchedule:
@@ -75,6 +78,8 @@ class ModelSettings:
     epochs: int
     # Train on the first N images of the seeded shuffle only; None = all 60000.
     train_samples: int | None = None
+    # Held out of the training images (dynsparse.splits); 0 trains on all of them.
+    validation: int = DEFAULT_VALIDATION
 
     # -- the JSON form -------------------------------------------------------------------------
 
@@ -102,6 +107,7 @@ class ModelSettings:
             "learning_rate": self.optimizer.learning_rate,
             "batch_size": self.batch_size,
             "epochs": self.epochs,
+            "validation": self.validation,
             **self._own_dict(),
         }
         if self.train_samples is not None:
@@ -144,6 +150,7 @@ class ModelSettings:
             "train_samples": None
             if settings.get("train_samples") is None
             else int(settings["train_samples"]),
+            "validation": int(settings.get("validation", DEFAULT_VALIDATION)),
         }
 
 

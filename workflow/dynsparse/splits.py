@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dynsparse.settings import DEFAULT_VALIDATION
+
 N_TRAIN_IMAGES = 60_000
-DEFAULT_VALIDATION = 5_000
 # Fixed once; changing it changes every validation set and so every selection made on it.
 DEFAULT_SPLIT_SEED = 20_260_101
 

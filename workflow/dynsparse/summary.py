@@ -1,12 +1,21 @@
-"""All samples in one table (CSV, Markdown) and two figures (PNG, SVG).
+"""All samples in one table (CSV, Markdown) and two figures (PNG, SVG), aggregated over seeds.
 
-- accuracy against weight density, one line per method and one panel per model;
+Each training job is one (sample, seed). A sample's row gives, over its seeds, the final-epoch
+test accuracy's mean, standard deviation, 95 % Student-t interval, min, max and n
+(dynsparse.stats); "best" is the test accuracy at the epoch of best VALIDATION accuracy (mean over
+seeds; empty when nothing is held out). A sample is compared with its baseline: the sample its
+config names (`baseline:`), else the model's first dense sample; the difference is paired by seed
+(mean and 95 % interval over the seeds both have).
+
+- accuracy against weight density with error bars (95 % interval), one line per method and one
+  panel per model;
 - training curves per sample group (the samples of a model that share densities or sparsity, with
   the model's dense samples as reference), drawn like the original's result plotter: the train
   accuracy averaged over each RigL step (the batches between two updates) against batches done.
 
-Inputs are each sample's summary.json (written by dynsparse.train) and history.npz; the final
-and best test accuracy come from the history's per-epoch test accuracy.
+Inputs are each job's summary.json (written by dynsparse.train) and history.npz; the final and
+best test accuracy come from the history's per-epoch accuracies. The curves show each sample's
+first seed.
 """
 
 from __future__ import annotations
@@ -34,24 +43,59 @@ from dynsparse.blocks import load_npz  # noqa: E402
 from dynsparse.methods import METHODS  # noqa: E402
 from dynsparse.registry import model_entry  # noqa: E402
 from dynsparse.settings import ModelSettings  # noqa: E402
+from dynsparse.stats import Summary, format_mean_ci, paired_difference  # noqa: E402
+from dynsparse.stats import summarize as summarize_values  # noqa: E402
 
 METHOD_ORDER = ("dense", "static", "random", "rigl")
 METHOD_COLOURS = {"dense": "#222222", "static": "#1f77b4", "random": "#ff7f0e", "rigl": "#d62728"}
 METHOD_LABELS = {"dense": "dense", "static": "static", "random": "random regrow", "rigl": "RigL"}
+# (key, label) of table.csv's columns (accuracies as fractions; `_ci_low`/`_ci_high`: the 95 %
+# Student-t interval of the mean over seeds).
 TABLE_COLUMNS = (
     ("model", "model"),
     ("sample", "sample"),
     ("method", "method"),
     ("sparsity_setting", "densities / sparsity"),
     ("weight_density", "weight density"),
+    ("layer_densities", "layer densities"),
     ("block_size", "block"),
     ("pooling", "pooling"),
     ("epochs", "epochs"),
-    ("final_test_accuracy", "final test acc."),
-    ("best_test_accuracy", "best test acc."),
+    ("seeds", "seeds"),
+    ("n", "n"),
+    ("final_test_accuracy", "final test acc. (mean)"),
+    ("final_test_accuracy_std", "std"),
+    ("final_test_accuracy_ci_low", "95% CI low"),
+    ("final_test_accuracy_ci_high", "95% CI high"),
+    ("final_test_accuracy_min", "min"),
+    ("final_test_accuracy_max", "max"),
+    ("best_test_accuracy", "test acc. at best val. epoch"),
+    ("final_validation_accuracy", "final val. acc."),
+    ("baseline", "baseline"),
+    ("difference", "difference to baseline"),
+    ("difference_ci_low", "difference 95% CI low"),
+    ("difference_ci_high", "difference 95% CI high"),
+    ("difference_n", "paired seeds"),
     ("train_seconds", "train time (s)"),
     ("throughput", "samples/s"),
     ("sparse_nonzeros", "non-zeros (sparse layers)"),
+    ("parameters", "parameters (held)"),
+)
+# The Markdown table: fewer columns, the statistics written as "mean ± half-width".
+MARKDOWN_COLUMNS = (
+    ("model", "model"),
+    ("sample", "sample"),
+    ("method", "method"),
+    ("sparsity_setting", "densities / sparsity"),
+    ("weight_density", "weight density"),
+    ("layer_densities", "layer densities"),
+    ("block_size", "block"),
+    ("epochs", "epochs"),
+    ("final_test_text", "final test acc. % (mean ± 95% CI, n)"),
+    ("range_text", "min – max %"),
+    ("best_test_accuracy", "test acc. at best val. epoch"),
+    ("difference_text", "Δ to baseline, paired (pp, 95% CI)"),
+    ("train_seconds", "train time (s)"),
     ("parameters", "parameters (held)"),
 )
 MAX_BENCH_ROWS = 80
@@ -83,41 +127,190 @@ class SampleResult:
         return float(model_entry(self.model).weight_density(self.settings))
 
     @property
+    def seed(self) -> int:
+        return int(self.summary.get("seed", self.settings.seed))
+
+    @property
     def test_accuracy(self) -> np.ndarray:
         return np.asarray(self.history.get("test_accuracy", np.zeros(0)), dtype=np.float64)
 
-    def row(self) -> dict[str, Any]:
+    @property
+    def final_test_accuracy(self) -> float:
         accuracy = self.test_accuracy
-        summary = self.summary
-        train_seconds = summary.get("train_seconds")
-        if train_seconds is None and "train_seconds" in self.history:
-            train_seconds = float(np.sum(self.history["train_seconds"]))
-        throughput = summary.get("throughput_samples_per_second")
-        if throughput is None and train_seconds:
-            batch_size = self.settings.batch_size
-            throughput = len(self.history["step"]) * batch_size / train_seconds
-        nonzeros = summary.get("nonzero_weights")
-        return {
-            "model": self.model,
-            "sample": self.sample,
-            "method": self.method,
-            "sparsity_setting": self.sparsity_setting,
-            "weight_density": round(self.weight_density, 6),
-            "block_size": self.settings.block_size,
+        return float(accuracy[-1]) if len(accuracy) else float(self.summary["final_test_accuracy"])
+
+    @property
+    def best_test_accuracy(self) -> float | None:
+        """Test accuracy at the epoch of best validation accuracy; None without validation."""
+        validation = np.asarray(self.history.get("validation_accuracy", []), dtype=np.float64)
+        if len(validation) == 0 or np.all(np.isnan(validation)):
+            return None
+        return float(self.test_accuracy[int(np.nanargmax(validation))])
+
+    @property
+    def final_validation_accuracy(self) -> float | None:
+        validation = np.asarray(self.history.get("validation_accuracy", []), dtype=np.float64)
+        return None if len(validation) == 0 or np.isnan(validation[-1]) else float(validation[-1])
+
+    @property
+    def train_seconds(self) -> float | None:
+        seconds = self.summary.get("train_seconds")
+        if seconds is None and "train_seconds" in self.history:
+            seconds = float(np.sum(self.history["train_seconds"]))
+        return None if seconds is None else float(seconds)
+
+    @property
+    def throughput(self) -> float | None:
+        throughput = self.summary.get("throughput_samples_per_second")
+        seconds = self.train_seconds
+        if throughput is None and seconds:
+            throughput = len(self.history["step"]) * self.settings.batch_size / seconds
+        return None if throughput is None else float(throughput)
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _layer_densities_text(summary: Mapping[str, Any]) -> str:
+    """`fc1 0.100, fc2 0.300` from summary.json's `layer_densities` (absent: empty)."""
+    densities = summary.get("layer_densities")
+    if not isinstance(densities, Mapping):
+        return ""
+    return ", ".join(f"{name} {float(value):.3f}" for name, value in densities.items())
+
+
+@dataclass
+class SampleGroup:
+    """Every seed's result of one sample, in seed order."""
+
+    results: list[SampleResult]
+
+    @property
+    def first(self) -> SampleResult:
+        return self.results[0]
+
+    @property
+    def key(self) -> str:
+        return f"{self.first.model}/{self.first.sample}"
+
+    def by_seed(self) -> dict[int, float]:
+        return {r.seed: r.final_test_accuracy for r in self.results}
+
+    def final_test(self) -> Summary:
+        return summarize_values(self.by_seed().values(), what=f"{self.key} final test accuracy")
+
+    def row(self, baseline: SampleGroup | None) -> dict[str, Any]:
+        first, final = self.first, self.final_test()
+        nonzeros = first.summary.get("nonzero_weights")
+        row: dict[str, Any] = {
+            "model": first.model,
+            "sample": first.sample,
+            "method": first.method,
+            "sparsity_setting": first.sparsity_setting,
+            "weight_density": round(first.weight_density, 6),
+            "layer_densities": _layer_densities_text(first.summary),
+            "block_size": first.settings.block_size,
             # Pooling only matters to a method that scores regrowth by the dense gradient.
-            "pooling": self.settings.pooling if METHODS[self.method].needs_dense_grad else "",
-            "epochs": self.settings.epochs,
-            "final_test_accuracy": float(accuracy[-1])
-            if len(accuracy)
-            else summary.get("final_test_accuracy"),
-            "best_test_accuracy": float(accuracy.max())
-            if len(accuracy)
-            else summary.get("best_test_accuracy"),
-            "train_seconds": train_seconds,
-            "throughput": throughput,
+            "pooling": first.settings.pooling if METHODS[first.method].needs_dense_grad else "",
+            "epochs": first.settings.epochs,
+            "seeds": " ".join(str(r.seed) for r in self.results),
+            "n": final.n,
+            "final_test_accuracy": final.mean,
+            "final_test_accuracy_std": final.std,
+            "final_test_accuracy_ci_low": final.ci_low,
+            "final_test_accuracy_ci_high": final.ci_high,
+            "final_test_accuracy_min": final.min,
+            "final_test_accuracy_max": final.max,
+            "best_test_accuracy": _mean_or_none(r.best_test_accuracy for r in self.results),
+            "final_validation_accuracy": _mean_or_none(
+                r.final_validation_accuracy for r in self.results
+            ),
+            "train_seconds": _mean_or_none(r.train_seconds for r in self.results),
+            "throughput": _mean_or_none(r.throughput for r in self.results),
             "sparse_nonzeros": sum(nonzeros.values()) if nonzeros else None,
-            "parameters": summary.get("total_parameters"),
+            "parameters": first.summary.get("total_parameters"),
+            **_difference_columns(self, baseline),
         }
+        row["final_test_text"] = _percent_ci(final)
+        row["range_text"] = f"{100 * final.min:.2f} – {100 * final.max:.2f}"
+        return row
+
+
+def _percent_ci(summary: Summary) -> str:
+    scaled = Summary(
+        n=summary.n,
+        mean=100 * summary.mean,
+        std=100 * summary.std,
+        ci_low=100 * summary.ci_low,
+        ci_high=100 * summary.ci_high,
+        min=100 * summary.min,
+        max=100 * summary.max,
+    )
+    return format_mean_ci(scaled)
+
+
+def _difference_columns(group: SampleGroup, baseline: SampleGroup | None) -> dict[str, Any]:
+    empty = {
+        "baseline": "",
+        "difference": None,
+        "difference_ci_low": None,
+        "difference_ci_high": None,
+        "difference_n": None,
+        "difference_text": "",
+    }
+    if baseline is None:
+        return empty
+    try:
+        paired = paired_difference(
+            group.by_seed(), baseline.by_seed(), method_name=group.key, baseline_name=baseline.key
+        )
+    except ValueError:  # no shared seed: nothing to pair
+        return {**empty, "baseline": baseline.first.sample, "difference_text": "no shared seed"}
+    diff = paired.summary
+    interval = (
+        "" if math.isnan(diff.ci_low) else f" [{100 * diff.ci_low:+.2f}, {100 * diff.ci_high:+.2f}]"
+    )
+    return {
+        "baseline": baseline.first.sample,
+        "difference": diff.mean,
+        "difference_ci_low": diff.ci_low,
+        "difference_ci_high": diff.ci_high,
+        "difference_n": diff.n,
+        "difference_text": f"{100 * diff.mean:+.2f}{interval} vs {baseline.first.sample} "
+        f"(n={diff.n})",
+    }
+
+
+def group_by_sample(results: Sequence[SampleResult]) -> list[SampleGroup]:
+    """One group per (model, sample), in `results`' order, seeds sorted."""
+    groups: dict[tuple[str, str], list[SampleResult]] = {}
+    for result in results:
+        groups.setdefault((result.model, result.sample), []).append(result)
+    return [SampleGroup(sorted(members, key=lambda r: r.seed)) for members in groups.values()]
+
+
+def baseline_of(
+    group: SampleGroup, groups: Sequence[SampleGroup], named: Mapping[str, str]
+) -> SampleGroup | None:
+    """The named baseline (`model/sample` → `model/sample`), else the model's first dense sample
+    (none for a dense sample itself)."""
+    by_key = {g.key: g for g in groups}
+    if group.key in named:
+        return by_key.get(named[group.key])
+    if group.first.is_dense:
+        return None
+    dense = [g for g in groups if g.first.model == group.first.model and g.first.is_dense]
+    return dense[0] if dense else None
+
+
+def aggregate_rows(
+    results: Sequence[SampleResult], baselines: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per sample, its statistics over seeds and its paired difference to a baseline."""
+    groups = group_by_sample(results)
+    return [group.row(baseline_of(group, groups, baselines or {})) for group in groups]
 
 
 def load_results(
@@ -141,6 +334,7 @@ def load_results(
             r.model,
             METHOD_ORDER.index(r.method) if r.method in METHOD_ORDER else 9,
             r.sample,
+            r.seed,
         ),
     )
 
@@ -164,8 +358,10 @@ def table_csv(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _md_cell(key: str, value: Any) -> str:
-    if value is None or value == "":
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if key.endswith("_text"):
+        return str(value)
     if key.endswith("accuracy"):
         return f"{100 * float(value):.2f}%"
     if key == "weight_density":
@@ -187,8 +383,8 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return markdown_table(
-        [label for _, label in TABLE_COLUMNS],
-        [[_md_cell(key, row[key]) for key, _ in TABLE_COLUMNS] for row in rows],
+        [label for _, label in MARKDOWN_COLUMNS],
+        [[_md_cell(key, row[key]) for key, _ in MARKDOWN_COLUMNS] for row in rows],
     )
 
 
@@ -212,10 +408,16 @@ def summary_markdown(
 ) -> str:
     parts = [
         "# Results",
-        "Accuracy on the 10 000 MNIST test images: final = after the last epoch, best = best "
-        "epoch. Weight density: share of the weights held in the layers that can be sparse "
-        "(FC: both layers; transformer: every sparse layer). Parameters: trainable values "
-        "held (a sparse layer counts its stored block values).\n",
+        "Accuracy on the 10 000 MNIST test images after the last epoch, measured just before "
+        "the epoch's last pattern update: mean over the seeds ± the half-width of its 95 % "
+        "Student-t confidence interval (n seeds; no interval for n = 1). Test acc. at best val. "
+        "epoch: the test accuracy at the epoch of best validation accuracy (validation: images "
+        "held out of the training set), mean over seeds. Δ to baseline: the mean paired "
+        "difference by seed in percentage points, with its 95 % interval, against the sample's "
+        "`baseline` (default: the model's dense sample). Weight density: share of the weights "
+        "held in the layers that can be sparse (FC: both layers; transformer: every sparse "
+        "layer). Parameters: trainable values held (a sparse layer counts its stored block "
+        "values).\n",
         results_markdown(rows),
     ]
     csvs = [Path(p) for p in bench_csvs if str(p).endswith(".csv")]
@@ -248,23 +450,32 @@ def _series_label(result: SampleResult) -> str:
     return label if block == 1 or result.method == "dense" else f"{label}, block {block}"
 
 
+def _error_bar(summary: Summary) -> float:
+    """The 95 % interval's half-width in percent; 0 (no bar) for a single seed."""
+    return 0.0 if math.isnan(summary.half_width) else 100 * summary.half_width
+
+
 def accuracy_vs_density_figure(results: Sequence[SampleResult]) -> Figure:
-    """Final test accuracy against weight density; one series per method (and block size)."""
-    models = sorted({r.model for r in results}) or ["fc"]
+    """Final test accuracy (mean over seeds, 95 % CI bars) against weight density; one series
+    per method (and block size)."""
+    groups = [g for g in group_by_sample(results) if len(g.first.test_accuracy)]
+    models = sorted({g.first.model for g in groups}) or ["fc"]
     with plt.style.context("bmh"):
         figure, axes = plt.subplots(
             1, len(models), figsize=(5.5 * len(models), 4.2), dpi=100, layout="constrained"
         )
         for ax, model in zip(np.atleast_1d(axes), models, strict=True):
-            members = [r for r in results if r.model == model and len(r.test_accuracy)]
-            series: dict[str, list[SampleResult]] = {}
-            for result in sorted(members, key=lambda r: (_method_sort_key(r.method), r.sample)):
-                series.setdefault(_series_label(result), []).append(result)
-            for index, (label, group) in enumerate(series.items()):
-                group.sort(key=lambda r: (r.weight_density, r.sample))
-                x = [r.weight_density for r in group]
-                y = [100 * float(r.test_accuracy[-1]) for r in group]
-                method = group[0].method
+            members = [g for g in groups if g.first.model == model]
+            series: dict[str, list[SampleGroup]] = {}
+            ordered = sorted(members, key=lambda g: (_method_sort_key(g.first.method), g.key))
+            for group in ordered:
+                series.setdefault(_series_label(group.first), []).append(group)
+            for index, (label, points) in enumerate(series.items()):
+                points.sort(key=lambda g: (g.first.weight_density, g.key))
+                finals = [g.final_test() for g in points]
+                x = [g.first.weight_density for g in points]
+                y = [100 * f.mean for f in finals]
+                method = points[0].first.method
                 if method == "dense":
                     for value in y:
                         ax.axhline(value, color=METHOD_COLOURS["dense"], linewidth=0.8, ls="--")
@@ -273,32 +484,39 @@ def accuracy_vs_density_figure(results: Sequence[SampleResult]) -> Figure:
                 # Series side by side (a few % apart on the log axis) so equal points stay visible.
                 dodge = 1.0 if method == "dense" else 1.05 ** (index - (len(series) - 1) / 2)
                 x = [xi * dodge for xi in x]
-                ax.plot(
+                ax.errorbar(
                     x,
                     y,
+                    yerr=[_error_bar(f) for f in finals],
+                    capsize=3,
                     marker="os^Dv<>"[index % 7],
-                    markersize=7,
+                    markersize=6,
                     linewidth=1 if joined else 0,
+                    elinewidth=1,
                     color=METHOD_COLOURS.get(method, f"C{index}"),
-                    label=label if len(group) > 1 else f"{label}: {group[0].sample}",
+                    label=label if len(points) > 1 else f"{label}: {points[0].first.sample}",
                 )
-                if len(group) > 1:
-                    for r, xi, yi in zip(group, x, y, strict=True):
+                if len(points) > 1 and not joined:
+                    for g, xi, yi in zip(points, x, y, strict=True):
                         ax.annotate(
-                            r.sample,
+                            g.first.sample,
                             (xi, yi),
                             textcoords="offset points",
                             xytext=(5, 3),
                             fontsize=7,
                         )
-            ticks = sorted({round(r.weight_density, 3) for r in members} | {1.0})
+            ticks = sorted({round(g.first.weight_density, 3) for g in members} | {1.0})
             ax.set_xlim(min(ticks) / 1.5, 1.5)
             ax.set_xscale("log")
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
             ax.set_xlabel("weight density of the sparse layers (log scale; 1 = dense)")
-            ax.set_ylabel("final test accuracy (%)")
-            ax.set_title(f"{model}: test accuracy against density", loc="left")
+            seeds = sorted({g.final_test().n for g in members})
+            ax.set_ylabel("final test accuracy (%), mean ± 95% CI")
+            ax.set_title(
+                f"{model}: test accuracy against density ({'/'.join(map(str, seeds))} seeds)",
+                loc="left",
+            )
             ax.legend(fontsize=8, loc="lower right")
     return figure
 
@@ -337,8 +555,9 @@ def sample_groups(results: Sequence[SampleResult]) -> list[tuple[str, list[Sampl
 
 
 def curves_figure(results: Sequence[SampleResult]) -> Figure:
-    """Per sample group: the whole run, and the second half zoomed in (where methods differ)."""
-    groups = sample_groups(results)
+    """Per sample group: the whole run, and the second half zoomed in (where methods differ);
+    each sample's first seed."""
+    groups = sample_groups([g.first for g in group_by_sample(results)])
     rows = max(1, len(groups))
     with plt.style.context("bmh"):
         figure, axes = plt.subplots(
@@ -390,9 +609,11 @@ def summarize(
     history_paths: Sequence[str | os.PathLike[str]],
     outputs: SummaryOutputs,
     bench_paths: Sequence[str | os.PathLike[str]] = (),
+    baselines: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Write the table and figures; `baselines` maps `model/sample` to its named baseline."""
     results = load_results(summary_paths, history_paths)
-    rows = [result.row() for result in results]
+    rows = aggregate_rows(results, baselines)
     markdown = summary_markdown(rows, bench_paths)
     write_text(outputs.table_csv, table_csv(rows))
     write_text(outputs.table_md, markdown)

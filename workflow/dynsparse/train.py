@@ -14,7 +14,9 @@ lines first (kept beside the checkpoints), then a separator.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -34,6 +36,7 @@ from dynsparse.methods import Method, method_of, update_layers
 from dynsparse.records import HistoryBuilder, RecordsBuilder, SparseLayerSpec
 from dynsparse.registry import ModelEntry, entry_of
 from dynsparse.settings import ModelSettings
+from dynsparse.splits import validation_split
 from dynsparse.tfsetup import configure_tensorflow
 
 # Batches per call of the training function: large enough that Python overhead vanishes, small
@@ -66,6 +69,16 @@ def training_subset(seed: int, n_total: int, train_samples: int | None) -> np.nd
     return np.sort(np.random.default_rng([seed, 2_000_003]).permutation(n_total)[:train_samples])
 
 
+def train_and_validation_indices(
+    labels: np.ndarray, n_validation: int, seed: int, train_samples: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the training images: the seed's training subset and the fixed, stratified
+    validation set (the same for every sample and seed; empty for `n_validation = 0`)."""
+    split = validation_split(len(labels), n_validation, labels=labels)
+    subset = training_subset(seed, len(split.train), train_samples)
+    return split.train[subset], split.validation
+
+
 class RunLog:
     """Time-stamped lines to the job's log, also kept beside the checkpoints for a resume."""
 
@@ -96,12 +109,28 @@ class RunLog:
 class Data:
     x_train: Any  # tf.Tensor, prepared for the model
     y_train: Any
+    x_validation: np.ndarray  # held out of the training images; may be empty
+    y_validation: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
 
     @property
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
+
+    @property
+    def n_validation(self) -> int:
+        return len(self.y_validation)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One epoch's held-out metrics; validation is NaN when nothing is held out."""
+
+    validation_loss: float
+    validation_accuracy: float
+    test_loss: float
+    test_accuracy: float
 
 
 def load_data(path: str | os.PathLike[str], settings: ModelSettings, model: Any) -> Data:
@@ -110,10 +139,14 @@ def load_data(path: str | os.PathLike[str], settings: ModelSettings, model: Any)
     with np.load(path, allow_pickle=False) as data:
         x_train_all, y_train_all = data["x_train"], data["y_train"]
         x_test_raw, y_test = data["x_test"], data["y_test"]
-    subset = training_subset(settings.seed, len(x_train_all), settings.train_samples)
+    train, validation = train_and_validation_indices(
+        y_train_all, settings.validation, settings.seed, settings.train_samples
+    )
     return Data(
-        x_train=tf.constant(model.prepare(x_train_all[subset])),
-        y_train=tf.constant(y_train_all[subset].astype(np.int32)),
+        x_train=tf.constant(model.prepare(x_train_all[train])),
+        y_train=tf.constant(y_train_all[train].astype(np.int32)),
+        x_validation=model.prepare(x_train_all[validation]),
+        y_validation=y_train_all[validation].astype(np.int32),
         x_test=model.prepare(x_test_raw),
         y_test=y_test.astype(np.int32),
     )
@@ -218,17 +251,25 @@ class Trainer:
         self.regrow_rng.bit_generator.state = self.host.regrow_rng_state
         return self.host.epochs_done
 
-    def evaluate(self) -> tuple[float, float]:
-        """Mean test loss and accuracy over the whole test set."""
-        x_test, y_test = self.data.x_test, self.data.y_test
+    def evaluate_on(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Mean loss and accuracy over `x`, `y` (NaN for none)."""
+        if len(y) == 0:
+            return math.nan, math.nan
         total_loss, total_correct = 0.0, 0
-        for start in range(0, len(x_test), EVAL_BATCH):
+        for start in range(0, len(y), EVAL_BATCH):
             loss_sum, correct = self.steps.evaluate_batch(
-                x_test[start : start + EVAL_BATCH], y_test[start : start + EVAL_BATCH]
+                x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
             )
             total_loss += float(loss_sum)
             total_correct += int(correct)
-        return total_loss / len(x_test), total_correct / len(x_test)
+        return total_loss / len(y), total_correct / len(y)
+
+    def evaluate(self) -> Evaluation:
+        """Validation and test metrics of the model as it is now."""
+        data = self.data
+        validation = self.evaluate_on(data.x_validation, data.y_validation)
+        test = self.evaluate_on(data.x_test, data.y_test)
+        return Evaluation(*validation, *test)
 
     def changes_pattern(self, update_number: int) -> bool:
         """Whether update `update_number` (1-based) changes the pattern (after update_end: no)."""
@@ -381,14 +422,23 @@ class EpochRun:
         self.board.scalars(trainer.host.step, trainer.update(dense_grads))
         self.seconds += time.perf_counter() - t0
 
-    def run(self) -> None:
+    def run(self) -> Evaluation:
+        """The epoch's batches and updates; the model is evaluated just before the epoch's last
+        update, so that no method is measured right after pruning and zero-regrowing (and every
+        method at the same point)."""
         start = 0
-        for batch in self.trainer.update_points:
+        evaluation: Evaluation | None = None
+        last = len(self.trainer.update_points) - 1
+        for index, batch in enumerate(self.trainer.update_points):
             n_grad_batches = self.grad_batches()
             self.chunks(start, batch + 1 - n_grad_batches)
+            if index == last:
+                evaluation = self.trainer.evaluate()
             self.update_at(batch, n_grad_batches)
             start = batch + 1
         self.bar.close()
+        assert evaluation is not None  # update_points is never empty
+        return evaluation
 
 
 def accumulate(total: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
@@ -422,8 +472,11 @@ def train_sample(
     log: TextIO | None = None,
     *,
     on_event: EventHook | None = None,
+    sample: str | None = None,
 ) -> dict[str, Any]:
     """Train one sample and write records.npz, history.npz and summary.json into `out_dir`.
+
+    `sample` names the sample in summary.json (default: the folder's name).
 
     `on_event(kind, epoch, step)` is called after every chunk ("chunk") and every checkpoint
     ("checkpoint"); tests use it to kill the process at a known point. Returns the summary.
@@ -451,23 +504,26 @@ def train_sample(
     for epoch in range(host.epochs_done, settings.epochs):
         records_at_epoch_start = 0 if epoch == 0 else len(trainer.records)
         run = EpochRun(trainer, board, epoch, on_event)
-        run.run()
-        test_loss, test_accuracy = trainer.evaluate()
+        evaluation = run.run()
         host.epochs_done = epoch + 1
         host.train_seconds += run.seconds
+        per_epoch = trainer.batches_per_epoch
+        train_loss, train_accuracy = run.loss_sum / per_epoch, run.accuracy_sum / per_epoch
         trainer.history.add_epoch(
             epoch_index=epoch,
-            test_loss=test_loss,
-            test_accuracy=test_accuracy,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
+            **dataclasses.asdict(evaluation),
             train_seconds=run.seconds,
         )
-        board.scalars(host.step, {"test/loss": test_loss, "test/accuracy": test_accuracy})
+        board.scalars(host.step, epoch_scalars(train_loss, train_accuracy, evaluation))
         board.flush()
-        per_epoch = trainer.batches_per_epoch
         write(
-            f"epoch {epoch + 1}/{settings.epochs}: train loss {run.loss_sum / per_epoch:.4f}, "
-            f"train accuracy {run.accuracy_sum / per_epoch:.4f}, "
-            f"test loss {test_loss:.4f}, test accuracy {test_accuracy:.4f}, "
+            f"epoch {epoch + 1}/{settings.epochs}: train loss {train_loss:.4f}, "
+            f"train accuracy {train_accuracy:.4f}, "
+            f"validation loss {evaluation.validation_loss:.4f}, "
+            f"validation accuracy {evaluation.validation_accuracy:.4f}, "
+            f"test loss {evaluation.test_loss:.4f}, test accuracy {evaluation.test_accuracy:.4f}, "
             f"{run.seconds:.1f} s ({per_epoch * settings.batch_size / run.seconds:.0f} samples/s)"
         )
         trainer.store.save(host, trainer.records, records_at_epoch_start, trainer.history)
@@ -476,7 +532,9 @@ def train_sample(
     board.close()
 
     check_invariants(trainer)
-    summary = make_summary(trainer, threads, resumed_from, time.perf_counter() - wall_start)
+    summary = make_summary(
+        trainer, threads, resumed_from, time.perf_counter() - wall_start, sample or out.name
+    )
     trainer.records.save(out / OUTPUT_NAMES["records"])
     save_npz(out / OUTPUT_NAMES["history"], **trainer.history.arrays())
     write_json(out / OUTPUT_NAMES["summary"], summary)
@@ -490,11 +548,35 @@ def train_sample(
     return summary
 
 
+def epoch_scalars(
+    train_loss: float, train_accuracy: float, evaluation: Evaluation
+) -> dict[str, float]:
+    """TensorBoard's per-epoch scalars (validation left out when nothing is held out)."""
+    scalars = {
+        "epoch/train_loss": train_loss,
+        "epoch/train_accuracy": train_accuracy,
+        "test/loss": evaluation.test_loss,
+        "test/accuracy": evaluation.test_accuracy,
+    }
+    if not math.isnan(evaluation.validation_accuracy):
+        scalars["validation/loss"] = evaluation.validation_loss
+        scalars["validation/accuracy"] = evaluation.validation_accuracy
+    return scalars
+
+
+def best_epoch_by_validation(validation_accuracy: np.ndarray) -> int | None:
+    """The epoch with the highest validation accuracy (the first of ties); None without one."""
+    if len(validation_accuracy) == 0 or np.all(np.isnan(validation_accuracy)):
+        return None
+    return int(np.nanargmax(validation_accuracy))
+
+
 def describe(trainer: Trainer) -> str:
     settings = trainer.settings
     layers = ", ".join(f"{name} {nnz} blocks" for name, nnz in trainer.nnz.items()) or "none"
     return (
-        f"{trainer.data.n_train} training images, {trainer.batches_per_epoch} batches of "
+        f"{trainer.data.n_train} training images ({trainer.data.n_validation} held out for "
+        f"validation), {trainer.batches_per_epoch} batches of "
         f"{settings.batch_size} per epoch, {settings.epochs} epochs, {trainer.total_updates} RigL "
         f"updates ({settings.rigl.method}); sparse layers: {layers}"
     )
@@ -520,8 +602,12 @@ def layer_densities(layers: list[Any]) -> dict[str, float]:
     return densities
 
 
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isnan(float(value)) else float(value)
+
+
 def make_summary(
-    trainer: Trainer, threads: int, resumed_from: int | None, wall_seconds: float
+    trainer: Trainer, threads: int, resumed_from: int | None, wall_seconds: float, sample: str
 ) -> dict[str, Any]:
     """summary.json (layout: docs/architecture.md)."""
     import tensorflow as tf
@@ -529,13 +615,13 @@ def make_summary(
     settings, host, sparse_layers = trainer.settings, trainer.host, trainer.sparse_layers
     history = trainer.history.arrays()
     test_accuracies = history["test_accuracy"]
-    best_epoch = int(np.argmax(test_accuracies))
+    best_epoch = best_epoch_by_validation(history["validation_accuracy"])
     samples_seen = settings.epochs * trainer.batches_per_epoch * settings.batch_size
     parameters = {layer.layer_name: int(layer.parameter_count) for layer in trainer.model.layers}
     total_parameters = sum(int(np.prod(v.shape)) for v in trainer.trainable)
     return {
         "model": settings.model,
-        "sample": trainer.out.name,
+        "sample": sample,
         "settings": settings.to_dict(),
         "seed": settings.seed,
         "settings_hash": trainer.key,
@@ -547,6 +633,7 @@ def make_summary(
         "threads": threads,
         "resumed_from_epoch": resumed_from,
         "train_images": trainer.data.n_train,
+        "validation_images": trainer.data.n_validation,
         "batches_per_epoch": trainer.batches_per_epoch,
         "n_updates": trainer.total_updates,
         "wall_seconds": wall_seconds,
@@ -565,7 +652,12 @@ def make_summary(
         "layer_densities": layer_densities(trainer.model.layers),
         "final_test_accuracy": float(test_accuracies[-1]),
         "final_test_loss": float(history["test_loss"][-1]),
-        "best_test_accuracy": float(test_accuracies[best_epoch]),
+        "final_validation_accuracy": _finite_or_none(history["validation_accuracy"][-1]),
+        # Selected on validation: the test accuracy at the best validation epoch.
+        "best_test_accuracy": None if best_epoch is None else float(test_accuracies[best_epoch]),
+        "best_validation_accuracy": None
+        if best_epoch is None
+        else float(history["validation_accuracy"][best_epoch]),
         "best_epoch": best_epoch,
         "traces": trainer.steps.traces,
     }
