@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dynsparse.bench import bench_threads
 from dynsparse.blocks import IMAGE_SIDE
 from dynsparse.registry import MODELS, model_entry
 from dynsparse.settings import ModelSettings
@@ -83,13 +84,6 @@ DEFAULT_CASES = (
     BenchCase("transformer", "sparse_0.9", {"sparsity": 0.9, "block_size": 1}),
     BenchCase("transformer", "sparse_0.5_b8", {"sparsity": 0.5, "block_size": 8, "pooling": "SUM"}),
 )
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def bench_case(
@@ -183,7 +177,7 @@ def bench_training(
     cases: tuple[BenchCase, ...] = DEFAULT_CASES,
 ) -> list[dict[str, Any]]:
     """Benchmark every case; `settings[model]` are the model's resolved defaults."""
-    threads = max(1, min(threads, available_cores()))
+    threads = bench_threads(threads)
     configure_tensorflow(threads)
     from dynsparse import ops
 
