@@ -333,7 +333,11 @@ def test_models_run_and_capture_every_sparse_layer(loaded_ops) -> None:
 
 @pytest.mark.parametrize(
     ("name", "args"),
-    [("Adam", {}), ("Momentum", {"momentum": 0.9, "nesterov": True}), ("Momentum", {"momentum": 0.5, "nesterov": False})],
+    [
+        ("Adam", {}),
+        ("Momentum", {"momentum": 0.9, "nesterov": True}),
+        ("Momentum", {"momentum": 0.5, "nesterov": False}),
+    ],
 )
 def test_fused_update_matches_tensorflows_per_variable_kernels(
     loaded_ops: Any, name: str, args: dict[str, Any]
