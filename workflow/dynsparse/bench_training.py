@@ -147,7 +147,7 @@ def prepare_case(
         repeats = 3
         start = time.perf_counter()
         for i in range(repeats):
-            _, _, dense = functions.update_step(batches[i])
+            _, _, dense = functions.update_step(batches[i % len(batches)])
             dense_grads = [g.numpy() for g in dense]
         update_ms = (time.perf_counter() - start) / repeats * 1000
         start = time.perf_counter()
