@@ -17,7 +17,9 @@ rule bench_ops:
     priority: -10
     conda:
         "../envs/environment.yaml"
-    # The whole machine, and after the training jobs, so that timings are not disturbed.
+    # The whole machine, and after the training jobs, so that timings are not disturbed. The
+    # stage caps this at the cores the machine has (dynsparse.bench.bench_threads): `--cores 4`
+    # on 2 cores runs dense and sparse on 2 threads, not 4.
     threads: workflow.cores
     resources:
         mem_mb=4000,
@@ -46,6 +48,7 @@ rule bench_training:
     priority: -10
     conda:
         "../envs/environment.yaml"
+    # Capped at the machine's cores by the stage, as for bench_ops.
     threads: workflow.cores
     resources:
         mem_mb=6000,

@@ -60,3 +60,11 @@ def test_loop_runs_every_repetition(ops_library: Path) -> None:
             times[n] = min(times[n], time.perf_counter() - start)
     assert float(loop(7).numpy()) == 7 * 256.0  # 7 repetitions, each y[0, 0] = 256
     assert times[200] > 4 * times[20]
+
+
+def test_bench_threads_never_exceed_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cores 4` on a 2-core machine must benchmark dense and sparse on 2 threads."""
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert bench.bench_threads(4) == 2
+    assert bench.bench_threads(1) == 1
+    assert bench.bench_threads(0) == 1

@@ -329,3 +329,52 @@ def test_models_run_and_capture_every_sparse_layer(loaded_ops) -> None:
         )
     fc = FCModel(_fc_settings(densities=[1.0, 0.5]), generator)
     assert [layer.layer_name for layer in fc.sparse_layers] == ["fc2"]
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("Adam", {}),
+        ("Momentum", {"momentum": 0.9, "nesterov": True}),
+        ("Momentum", {"momentum": 0.5, "nesterov": False}),
+    ],
+)
+def test_fused_update_matches_tensorflows_per_variable_kernels(
+    loaded_ops: Any, name: str, args: dict[str, Any]
+) -> None:
+    """One DynsparseApply* op over all variables = one ResourceApply* op per variable."""
+    from dynsparse.layers import make_optimizer
+
+    rng = np.random.default_rng(7)
+    shapes = [(30, 4, 4), (16,), (784, 320), ()]
+    initial = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+    grads = [[rng.normal(size=shape).astype(np.float32) for shape in shapes] for _ in range(4)]
+
+    def run(fused: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        variables = [tf.Variable(value) for value in initial]
+        optimizer = make_optimizer(name, variables, args)
+        optimizer.learning_rate.assign(0.01)
+        apply = optimizer.apply if fused else optimizer._apply_per_variable  # noqa: SLF001
+
+        @tf.function
+        def step(g: list[tf.Tensor]) -> None:
+            apply(g)
+
+        for g in grads:
+            step([tf.constant(x) for x in g])
+        slots = [slot.numpy() for slot_list in optimizer.slots.values() for slot in slot_list]
+        return [v.numpy() for v in variables], slots
+
+    fused_values, fused_slots = run(fused=True)
+    tf_values, tf_slots = run(fused=False)
+    for ours, theirs in zip(fused_values + fused_slots, tf_values + tf_slots, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=1e-6)
+    assert not np.allclose(fused_values[2], initial[2]), "the update must move the weights"
+
+
+def test_fused_update_names_a_mismatched_gradient(loaded_ops: Any) -> None:
+    from dynsparse.layers import Adam
+
+    optimizer = Adam([tf.Variable(np.zeros((3, 2), np.float32))])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"vars\[0\] has shape \[3,2\]"):
+        optimizer.apply([tf.zeros((2, 3))])

@@ -362,3 +362,47 @@ def test_avx512_code_only_in_the_avx512_variant(ops_library: Path) -> None:
                 outside.add(function)
     assert inside > 0  # the pattern finds the AVX-512 variant's code
     assert not outside, sorted(outside)[:5]
+
+
+# --- fused dropout ------------------------------------------------------------------------------
+
+
+def test_dropout_keeps_the_expected_share_scaled(ops_library: Path) -> None:
+    rate = 0.3
+    x = tf.constant(np.random.default_rng(0).uniform(1.0, 2.0, size=(64, 320)).astype(np.float32))
+    y = ops.dropout(x, rate, tf.random.Generator.from_seed(5)).numpy()
+    kept = y != 0
+    assert abs(kept.mean() - (1 - rate)) < 0.01
+    np.testing.assert_allclose(y[kept], x.numpy()[kept] / (1 - rate), rtol=1e-6)
+
+
+def test_dropout_is_reproducible_from_the_seed_and_fresh_per_call(ops_library: Path) -> None:
+    x = tf.ones((16, 320))
+
+    def two_calls(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        generator = tf.random.Generator.from_seed(seed)
+        return ops.dropout(x, 0.5, generator).numpy(), ops.dropout(x, 0.5, generator).numpy()
+
+    first, second = two_calls(1)
+    again_first, again_second = two_calls(1)
+    np.testing.assert_array_equal(first, again_first)
+    np.testing.assert_array_equal(second, again_second)
+    assert (first != second).mean() > 0.3, "a second call must draw new numbers"
+    assert (two_calls(2)[0] != first).mean() > 0.3, "another seed must give another mask"
+
+
+def test_dropout_gradient_is_the_mask(ops_library: Path) -> None:
+    x = tf.constant(np.random.default_rng(1).normal(size=(8, 48)).astype(np.float32))
+    generator = tf.random.Generator.from_seed(3)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = ops.dropout(x, 0.25, generator)
+        loss = tf.reduce_sum(y * 3.0)
+    grad = tape.gradient(loss, x).numpy()
+    mask = np.where(y.numpy() != 0, 3.0 / 0.75, 0.0)
+    np.testing.assert_allclose(grad, mask, rtol=1e-6)
+
+
+def test_dropout_rejects_a_rate_of_one(ops_library: Path) -> None:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"rate must be in \[0, 1\)"):
+        ops.dropout(tf.ones((2, 2)), 1.0, tf.random.Generator.from_seed(0))

@@ -2,7 +2,9 @@
 
 For each case: the ordinary training step (ms per batch and samples/s, measured inside the same
 chunked `tf.function` as training), the RigL update step (training step plus every sparse layer's
-dense gradient), and the host-side prune-and-regrow with its optimizer-slot re-layout.
+dense gradient), and the host-side prune-and-regrow with its optimizer-slot re-layout. The
+training step is timed in TIMING_ROUNDS rounds over all cases (median), so dense and sparse see
+the same machine load; each row records the CPU, the kernels' instruction set and the threads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dynsparse.bench import bench_threads
 from dynsparse.blocks import IMAGE_SIDE
 from dynsparse.registry import MODELS, model_entry
 from dynsparse.settings import ModelSettings
@@ -39,7 +42,14 @@ CSV_COLUMNS = (
     "held_floats",
     "held_floats_vs_dense",
     "baseline",
+    "cpu",
+    "isa",
+    "rounds",
 )
+# Timed chunks per case, taken round-robin over all cases (dense beside sparse in every round),
+# each of a third of the model's bench steps; step_ms is their median. On a shared machine a load
+# burst then hits every case of a round instead of one case's only sample.
+TIMING_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -85,16 +95,26 @@ DEFAULT_CASES = (
 )
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+@dataclass
+class PreparedCase:
+    """A case's traced training chunk and batches, and its row without the step timing."""
+
+    row: dict[str, Any]
+    train_chunk: Callable[[np.ndarray], Any]
+    batches: np.ndarray
+
+    def time_chunk(self) -> float:
+        """Seconds per step of one compiled chunk over all of `batches`."""
+        start = time.perf_counter()
+        losses, _ = self.train_chunk(self.batches)
+        losses.numpy()
+        return (time.perf_counter() - start) / len(self.batches)
 
 
-def bench_case(
+def prepare_case(
     case: BenchCase, base_settings: ModelSettings, steps: int, n_images: int = 2048
-) -> dict[str, Any]:
+) -> PreparedCase:
+    """Build and trace the case's model and step functions; time its RigL update once."""
     import tensorflow as tf
 
     from dynsparse.layers import make_optimizer
@@ -119,10 +139,6 @@ def bench_case(
     batches = rng.integers(0, n_images, size=(steps, batch_size)).astype(np.int32)
 
     functions.train_chunk(batches[:2])  # trace and warm up
-    start = time.perf_counter()
-    losses, _ = functions.train_chunk(batches)
-    losses.numpy()
-    step_seconds = (time.perf_counter() - start) / steps
 
     update_ms = host_ms = float("nan")
     sparse_layers = model.sparse_layers
@@ -131,7 +147,7 @@ def bench_case(
         repeats = 3
         start = time.perf_counter()
         for i in range(repeats):
-            _, _, dense = functions.update_step(batches[i])
+            _, _, dense = functions.update_step(batches[i % len(batches)])
             dense_grads = [g.numpy() for g in dense]
         update_ms = (time.perf_counter() - start) / repeats * 1000
         start = time.perf_counter()
@@ -154,7 +170,7 @@ def bench_case(
     held_floats += sum(
         int(slot.shape.num_elements()) for slots in optimizer.slots.values() for slot in slots
     )
-    return {
+    row = {
         "model": case.model,
         "case": case.name,
         "baseline": case.baseline,
@@ -164,13 +180,12 @@ def bench_case(
         "pooling": settings.pooling if sparse_layers else "",
         "batch_size": batch_size,
         "steps": steps,
-        "step_ms": step_seconds * 1000,
-        "samples_per_second": batch_size / step_seconds,
         "update_step_ms": update_ms,
         "host_update_ms": host_ms,
         "nonzero_weights": int(nonzero),
         "dense_weights": int(dense_weights),
     }
+    return PreparedCase(row, functions.train_chunk, batches)
 
 
 def bench_training(
@@ -183,16 +198,30 @@ def bench_training(
     cases: tuple[BenchCase, ...] = DEFAULT_CASES,
 ) -> list[dict[str, Any]]:
     """Benchmark every case; `settings[model]` are the model's resolved defaults."""
-    threads = max(1, min(threads, available_cores()))
+    threads = bench_threads(threads)
     configure_tensorflow(threads)
     from dynsparse import ops
 
     ops.load_ops(ops_path)
     steps = {**{name: entry.bench_steps for name, entry in MODELS.items()}, **(steps or {})}
-    rows: list[dict[str, Any]] = []
+    from dynsparse.bench import cpu_model
+
+    prepared = []
     for case in cases:
-        row = bench_case(case, settings[case.model], case.steps or steps[case.model])
-        row["threads"] = threads
+        chunk_steps = max(1, (case.steps or steps[case.model]) // TIMING_ROUNDS)
+        prepared.append(prepare_case(case, settings[case.model], chunk_steps))
+    samples: list[list[float]] = [[] for _ in prepared]
+    for _ in range(TIMING_ROUNDS):
+        for case_samples, item in zip(samples, prepared, strict=True):
+            case_samples.append(item.time_chunk())
+    rows: list[dict[str, Any]] = []
+    for case, item, case_samples in zip(cases, prepared, samples, strict=True):
+        row = item.row
+        step_seconds = float(np.median(case_samples))
+        row["steps"] = len(item.batches) * TIMING_ROUNDS
+        row["step_ms"] = step_seconds * 1000
+        row["samples_per_second"] = row["batch_size"] / step_seconds
+        row.update(threads=threads, cpu=cpu_model(), isa=ops.kernel_isa(), rounds=TIMING_ROUNDS)
         rows.append(row)
         log(
             f"{case.model} {case.name}: {row['step_ms']:.2f} ms/step, "

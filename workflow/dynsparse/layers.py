@@ -129,9 +129,12 @@ class DenseLinear(tf.Module):
 
 
 class Optimizer(tf.Module):
-    """Plain TF1-style optimizers on fused kernels, with slot variables we can re-lay out.
+    """Plain TF1-style optimizers with slot variables we can re-lay out.
 
-    The learning rate is a variable, so a schedule never retraces the training function.
+    With the native ops loaded, Momentum and Adam update every variable in one fused op
+    (`DynsparseApply*`: TensorFlow's arithmetic, fewer ops per step); without them, TensorFlow's
+    per-variable kernels. The learning rate is a variable, so a schedule never retraces the
+    training function.
     """
 
     slot_names: tuple[str, ...] = ()
@@ -184,6 +187,20 @@ class Momentum(Optimizer):
         self.nesterov = bool(nesterov)
 
     def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        if ops.is_loaded():
+            ops.loaded_ops().dynsparse_apply_momentum(
+                vars=[v.handle for v in self.variables_],
+                accum=[a.handle for a in self.slots["momentum"]],
+                grads=list(grads),
+                lr=self.learning_rate.handle,
+                momentum=self.momentum,
+                use_nesterov=self.nesterov,
+            )
+            return
+        self._apply_per_variable(grads)
+
+    def _apply_per_variable(self, grads: Sequence[tf.Tensor]) -> None:
+        """TensorFlow's own kernel, one op per variable (without the native ops library)."""
         for variable, accum, grad in zip(
             self.variables_, self.slots["momentum"], grads, strict=True
         ):
@@ -217,6 +234,24 @@ class Adam(Optimizer):
         self.beta2_power = tf.Variable(self.beta2, trainable=False, name="beta2_power")
 
     def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        if ops.is_loaded():
+            ops.loaded_ops().dynsparse_apply_adam(
+                vars=[v.handle for v in self.variables_],
+                m=[m.handle for m in self.slots["m"]],
+                v=[v.handle for v in self.slots["v"]],
+                grads=list(grads),
+                lr=self.learning_rate.handle,
+                beta1_power=self.beta1_power.handle,
+                beta2_power=self.beta2_power.handle,
+                beta1=self.beta1,
+                beta2=self.beta2,
+                epsilon=self.epsilon,
+            )
+            return
+        self._apply_per_variable(grads)
+
+    def _apply_per_variable(self, grads: Sequence[tf.Tensor]) -> None:
+        """TensorFlow's own kernel, one op per variable (without the native ops library)."""
         for variable, m, v, grad in zip(
             self.variables_, self.slots["m"], self.slots["v"], grads, strict=True
         ):

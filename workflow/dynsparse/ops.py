@@ -26,7 +26,18 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = ["BLOCK_SIZES", "POOLINGS"]
-OP_NAMES = ("BsmmForward", "BsmmInputGrad", "BsmmValuesGrad", "BsmmDenseGrad", "BsmmIsa")
+OP_NAMES = (
+    "BsmmForward",
+    "BsmmInputGrad",
+    "BsmmValuesGrad",
+    "BsmmDenseGrad",
+    "BsmmIsa",
+    "DynsparseApplyAdam",
+    "DynsparseApplyMomentum",
+    "DynsparseDropout",
+)
+# Ops with a gradient of their own (registered by `_register_gradients`); the rest have none.
+DIFFERENTIABLE_OPS = ("BsmmForward", "DynsparseDropout")
 # The instruction-set variants compiled into the library, narrowest first. The widest one the CPU
 # supports is used unless the environment variable ISA_ENV_VAR names another when the library is
 # loaded; `select_isa` switches later.
@@ -74,6 +85,11 @@ def load_ops(path: str | Path) -> ModuleType:
         _register_gradients()
         _module, _module_path = module, resolved
         return module
+
+
+def is_loaded() -> bool:
+    """Whether `load_ops` ran in this process."""
+    return _module is not None
 
 
 def loaded_ops() -> ModuleType:
@@ -137,9 +153,14 @@ def _register_gradients() -> None:
     import tensorflow as tf
 
     registrations: list[Callable[[], Any]] = [
-        lambda: tf.RegisterGradient("BsmmForward")(_bsmm_forward_grad)
+        lambda: tf.RegisterGradient("BsmmForward")(_bsmm_forward_grad),
+        lambda: tf.RegisterGradient("DynsparseDropout")(_dropout_grad),
     ]
-    registrations += [functools.partial(tf.no_gradient, name) for name in OP_NAMES[1:]]
+    registrations += [
+        functools.partial(tf.no_gradient, name)
+        for name in OP_NAMES
+        if name not in DIFFERENTIABLE_OPS
+    ]
     for register in registrations:
         # KeyError: already registered by another copy of this module (imported under two names),
         # whose gradient function is the same.
@@ -166,6 +187,22 @@ def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
     if 1 not in skip:
         dvalues = module.bsmm_values_grad(x, dy, rows, cols, block_size=block_size)
     return [dx, dvalues, None, None]
+
+
+def _dropout_grad(op: Any, dy: tf.Tensor, _dmask: tf.Tensor) -> list[tf.Tensor | None]:
+    """dx = dy * mask (the mask already holds the 1 / (1 - rate) scale); none for the state."""
+    return [dy * op.outputs[1], None]
+
+
+def dropout(x: Any, rate: float, generator: Any) -> tf.Tensor:
+    """Inverted dropout in one native op: x * (u >= rate) / (1 - rate), u uniform in [0, 1).
+
+    The numbers come from a counter-based hash keyed by `generator`'s state (a Philox
+    `tf.random.Generator`), whose counter the op advances: reproducible from the seed, the same for
+    any thread count, but not the stream of `generator.uniform`.
+    """
+    y, _ = loaded_ops().dynsparse_dropout(x, generator.state.handle, rate=float(rate))
+    return y
 
 
 def block_size_of(values: Any) -> int:
