@@ -52,6 +52,7 @@ def test_the_generator_writes_tables_between_the_markers(results: Path, tmp_path
         "# Title\n\nhand text\n\n"
         f"{begin_marker('results')}\nold numbers\n{end_marker('results')}\n\nmore hand text\n\n"
         f"{begin_marker('sweep')}\n{end_marker('sweep')}\n"
+        f"{begin_marker('literature')}\n{end_marker('literature')}\n"
         f"{begin_marker('bench')}\n{end_marker('bench')}\n"
     )
     text = update_readme(readme, results, cpu="Test CPU, 2 cores")
@@ -79,7 +80,10 @@ def test_replicated_rows_show_the_interval_and_the_paired_difference(
     write_csv(results / "density-sweep/summary/table.csv", [row])
     readme = tmp_path / "README.md"
     readme.write_text(
-        "".join(f"{begin_marker(n)}\n{end_marker(n)}\n" for n in ("results", "sweep", "bench"))
+        "".join(
+            f"{begin_marker(n)}\n{end_marker(n)}\n"
+            for n in ("results", "sweep", "literature", "bench")
+        )
     )
     text = update_readme(readme, results, cpu="Test CPU, 2 cores")
     line = "| fc | rigl | rigl | 3 | 98.10 ± 0.20% | 98.00% | 98.20% | +0.60 ± 0.40 pp vs static |"
@@ -92,6 +96,7 @@ def test_replicated_rows_show_the_interval_and_the_paired_difference(
 def test_a_hand_edited_table_is_caught() -> None:
     readme = f"{begin_marker('results')}\n| model | accuracy (typed) |\n{end_marker('results')}\n"
     readme += f"{begin_marker('sweep')}\nNo density sweep in this run.\n{end_marker('sweep')}\n"
+    readme += f"{begin_marker('literature')}\nNo literature run.\n{end_marker('literature')}\n"
     readme += f"{begin_marker('bench')}\nNo benchmarks in this run.\n{end_marker('bench')}\n"
     problems = format_problems(readme)
     assert any("does not start as the generator writes it" in p for p in problems)
@@ -99,3 +104,28 @@ def test_a_hand_edited_table_is_caught() -> None:
 
 def test_the_readme_is_in_step_with_the_generator() -> None:
     assert format_problems((REPO / "README.md").read_text()) == []
+
+
+def test_the_literature_table_puts_the_published_figure_beside_ours(
+    results: Path, tmp_path: Path
+) -> None:
+    rows = [
+        {"sample": "snfs_0.1", "method": "snfs", "weight_density": "0.1", "n": "3",
+         "final_test_accuracy": "0.9812", "final_test_accuracy_ci_low": "0.9802",
+         "final_test_accuracy_ci_high": "0.9822"},
+        {"sample": "rigl_0.1", "method": "rigl", "weight_density": "0.1", "n": "3",
+         "final_test_accuracy": "0.98"},
+    ]  # fmt: skip
+    write_csv(results / "literature/summary/table.csv", rows)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "".join(
+            f"{begin_marker(n)}\n{end_marker(n)}\n"
+            for n in ("results", "sweep", "literature", "bench")
+        )
+    )
+    text = update_readme(readme, results, cpu="Test CPU, 2 cores")
+    body = section_text(text, "literature")
+    assert "| snfs_0.1 | snfs | 0.100 | 3 | 98.12 ± 0.10% | 98.67% |" in body
+    assert "| rigl_0.1 | rigl | 0.100 | 3 | 98.00% | – |" in body
+    assert "Dettmers & Zettlemoyer 2019" in body and format_problems(text) == []

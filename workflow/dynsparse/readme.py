@@ -18,9 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 Row = dict[str, str]
-SECTIONS = ("results", "sweep", "bench")
+SECTIONS = ("results", "sweep", "literature", "bench")
 # The example config whose figure the README shows (configs/density-sweep.yaml).
 SWEEP_EXPERIMENT = "density-sweep"
+# The example config of the literature table (configs/literature.yaml).
+LITERATURE_EXPERIMENT = "literature"
+# Published LeNet-300-100 MNIST test accuracies at 90 % sparsity (Dettmers & Zettlemoyer 2019,
+# "Sparse Networks from Scratch", table 1), by our sample name; DEEP-R has no sample here.
+PUBLISHED_LENET_90 = {
+    "dense": 0.9869,
+    "snfs_0.1": 0.9867,
+    "set_0.1": 0.9839,
+}
+PUBLISHED_SOURCE = "Dettmers & Zettlemoyer 2019, table 1 (DEEP-R: 98.19%)"
 
 
 def begin_marker(name: str) -> str:
@@ -205,6 +215,44 @@ def sweep_section(results_dir: str | Path, cpu: str) -> str:
     )
 
 
+def _published(row: Row) -> str:
+    published = PUBLISHED_LENET_90.get(row.get("sample", "").strip())
+    return "–" if published is None else f"{100 * published:.2f}%"
+
+
+LITERATURE_COLUMNS = (
+    Column("sample", "sample"),
+    Column("method", "method"),
+    Column("weight_density", "weight density", _fixed(3)),
+    Column("layer_densities", "layer densities"),
+    Column("epochs", "epochs"),
+    Column("n", "seeds"),
+    Column(
+        "final_test_accuracy",
+        "test accuracy (mean ± 95% CI)",
+        compose=_mean_ci("final_test_accuracy"),
+    ),
+    Column("sample", "published", compose=_published),
+    Column("difference", "Δ to baseline, paired (95% CI)", compose=_difference),
+)
+
+
+def literature_section(results_dir: str | Path, cpu: str) -> str:
+    """LeNet-300-100 beside the published figures (configs/literature.yaml's own summary)."""
+    table = Path(results_dir) / LITERATURE_EXPERIMENT / "summary" / "table.csv"
+    if not table.is_file():
+        return (
+            f"No literature run in this tree: `snakemake --cores 2 --configfile "
+            f"configs/{LITERATURE_EXPERIMENT}.yaml` writes "
+            f"`results/{LITERATURE_EXPERIMENT}/summary/`."
+        )
+    return (
+        f"Measured on {cpu}; run finished {_run_date(table)} "
+        f"(`results/{LITERATURE_EXPERIMENT}/summary/table.csv`); published: {PUBLISHED_SOURCE}.\n\n"
+        + markdown_table(read_rows(table), LITERATURE_COLUMNS)
+    )
+
+
 def bench_section(results_dir: str | Path, cpu: str) -> str:
     bench = Path(results_dir) / "bench"
     parts = []
@@ -241,6 +289,7 @@ def update_readme(readme_path: str | Path, results_dir: str | Path, cpu: str | N
     text = path.read_text()
     text = replace_section(text, "results", results_section(results_dir, cpu))
     text = replace_section(text, "sweep", sweep_section(results_dir, cpu))
+    text = replace_section(text, "literature", literature_section(results_dir, cpu))
     text = replace_section(text, "bench", bench_section(results_dir, cpu))
     path.write_text(text)
     return text
@@ -261,6 +310,7 @@ def format_problems(readme: str) -> list[str]:
         tables: dict[str, list[tuple[Column, ...]]] = {
             "results": [RESULT_COLUMNS],
             "sweep": [RESULT_COLUMNS],
+            "literature": [LITERATURE_COLUMNS],
             "bench": [OPS_COLUMNS, TRAINING_COLUMNS],
         }
         expected = tables[name]
@@ -278,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     readme, results = (args + ["README.md", "results"][len(args) :])[:2]
     update_readme(readme, results)
-    print(f"{readme}: results, sweep and benchmark sections rewritten from {results}/")
+    print(f"{readme}: results, sweep, literature and benchmark sections rewritten from {results}/")
     return 0
 
 
