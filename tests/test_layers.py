@@ -232,7 +232,7 @@ def test_learning_rate_schedules() -> None:
     ) -> float:
         defaults = config[model]["defaults"]
         changes = {"optimizer": optimizer, "learning_rate": base, "epochs": epochs}
-        settings = MODELS[model].parse({**defaults, **changes, "batch_size": batch})
+        settings = MODELS[model].parse({**defaults, **changes, "seed": 1, "batch_size": batch})
         return MODELS[model].learning_rate(settings, epoch)
 
     assert learning_rate("fc", "Adam", None, 3, 10, 16) == pytest.approx(0.002)
