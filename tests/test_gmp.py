@@ -200,3 +200,17 @@ def test_gmp_resume_after_kill_matches_an_uninterrupted_run(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_epoch"] == 1
     _assert_same_results(gmp_run, out)
+
+
+def test_transformer_gmp_ends_at_its_sparsity(
+    tiny_mnist: Path, ops_library: str, tmp_path: Path
+) -> None:
+    from test_train import _train, transformer_settings
+
+    settings = transformer_settings(
+        method="gmp", gmp={"every": 2}, epochs=1, train_samples=256, updates_per_epoch=2
+    )  # 8 steps: prunings after steps 2, 4 and 6 (end ⌊0.75·8⌋ = 6)
+    summary = _train("transformer", settings, tiny_mnist, ops_library, tmp_path / "t")
+    assert summary["traces"]["train_chunk"] == 1
+    for name, density in summary["layer_densities"].items():
+        assert density == pytest.approx(0.5, abs=0.02), name
