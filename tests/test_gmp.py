@@ -188,6 +188,8 @@ def test_gmp_run_shrinks_from_dense_to_the_target_without_retracing(gmp_run: Pat
     assert held[0] == 784 * 32  # started dense
     assert held[-1] == 2509
     assert np.all(np.diff(held) <= 0) and len(set(held.tolist())) > 2  # shrank gradually
+    log = (gmp_run.parent / "gmp.log").read_text()
+    assert "GMP prunes after steps 6, 10, ..., 42 down to fc1 2509, fc2 160 blocks" in log
 
 
 def test_gmp_resume_after_kill_matches_an_uninterrupted_run(

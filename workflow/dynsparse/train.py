@@ -622,7 +622,19 @@ def describe(trainer: Trainer) -> str:
         f"{trainer.data.n_train} training images ({trainer.data.n_validation} held out for "
         f"validation), {trainer.batches_per_epoch} batches of "
         f"{settings.batch_size} per epoch, {settings.epochs} epochs, {trainer.total_updates} RigL "
-        f"updates ({settings.rigl.method}); sparse layers: {layers}"
+        f"updates ({settings.rigl.method}); sparse layers: {layers}{pruning_plan(trainer)}"
+    )
+
+
+def pruning_plan(trainer: Trainer) -> str:
+    """GMP's pruning steps and final block counts, for the log ('' for other methods)."""
+    if trainer.pruner is None:
+        return ""
+    steps = trainer.pruner.steps
+    final = ", ".join(f"{name} {n}" for name, n in trainer.pruner.final_blocks().items())
+    return (
+        f"; GMP prunes after steps {steps.start_step}, {steps.start_step + steps.every}, ..., "
+        f"{steps.end_step} down to {final} blocks"
     )
 
 
