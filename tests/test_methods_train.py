@@ -45,6 +45,8 @@ def _pattern_changes(records: Records, layer: str) -> int:
         ("snfs", {}, 0, True),
         ("static", {}, 0, False),
         ("snip", {}, 0, False),
+        # Starts dense, shrinks to the same block counts; records keep the full grid's rows.
+        ("gmp", {"gmp": {"every": 4}}, 0, False),
     ],
 )
 def test_each_method_trains_and_keeps_the_pattern_size(

@@ -24,7 +24,7 @@ from dynsparse.sweeps import SweepError, expand_seeds, expand_sweeps
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Settings whose value is a mapping: a sample's override merges into the default key by key.
-MERGED_MAPPINGS = ("cosine_schedule", "optimizer_args")
+MERGED_MAPPINGS = ("cosine_schedule", "optimizer_args", "gmp")
 # Two ways to give one thing: a sample that uses one drops the defaults' other (a sample giving
 # both is an error of the model's checks).
 ALTERNATIVES = {

@@ -3,7 +3,9 @@
 `SparseLinear` holds a fixed-capacity block-sparse weight (values [nnz, bs, bs], rows, cols) and
 computes with the native `bsmm` op. A RigL update assigns a new pattern in place (no retrace) and
 `Optimizer.relayout` moves the optimizer slots with the blocks: kept blocks keep their state,
-regrown ones start at zero.
+regrown ones start at zero. With `variable_blocks` the block count may shrink (gradual magnitude
+pruning): values, rows, cols and the optimizer slots have a dynamic first dimension, so a smaller
+pattern is assigned in place without a retrace.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SparseLinear(tf.Module):
     """y = x·W (+ b) with W [n_in, n_out] block-sparse: `nnz` blocks of bs×bs.
 
     Inputs of rank > 2 are flattened to [M, n_in] for the op and reshaped back.
+    `variable_blocks`: `assign_pattern` may take fewer blocks than the layer has now.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class SparseLinear(tf.Module):
         index_rng: np.random.Generator,
         value_rng: np.random.Generator,
         name: str,
+        variable_blocks: bool = False,
     ) -> None:
         super().__init__(name=name)
         if n_in % block_size or n_out % block_size:
@@ -60,15 +64,20 @@ class SparseLinear(tf.Module):
         self.pooling = pooling
         self.density = density
         self.grid_shape = (n_in // block_size, n_out // block_size)
-        self.nnz = rigl.block_count(density, n_in, n_out, block_size)
-        rows, cols = random_pattern(self.grid_shape, self.nnz, index_rng)
+        self.variable_blocks = variable_blocks
+        nnz = rigl.block_count(density, n_in, n_out, block_size)
+        rows, cols = random_pattern(self.grid_shape, nnz, index_rng)
         limit = rigl.init_limit(n_in, n_out, density)
-        values = value_rng.uniform(-limit, limit, size=self.nnz * block_size * block_size)
+        values = value_rng.uniform(-limit, limit, size=nnz * block_size * block_size)
+        # None: the first dimension may change (a checkpoint of a shrunk layer restores too).
+        count = None if variable_blocks else nnz
         self.values = tf.Variable(
-            values.reshape(self.nnz, block_size, block_size).astype(np.float32), name="values"
+            values.reshape(nnz, block_size, block_size).astype(np.float32),
+            shape=tf.TensorShape([count, block_size, block_size]),
+            name="values",
         )
-        self.rows = tf.Variable(rows, trainable=False, name="rows", dtype=tf.int32)
-        self.cols = tf.Variable(cols, trainable=False, name="cols", dtype=tf.int32)
+        self.rows = tf.Variable(rows, trainable=False, name="rows", dtype=tf.int32, shape=[count])
+        self.cols = tf.Variable(cols, trainable=False, name="cols", dtype=tf.int32, shape=[count])
         self.bias = tf.Variable(tf.zeros([n_out]), name="bias") if use_bias else None
 
     def __call__(self, x: tf.Tensor, capture: list[Captured] | None = None) -> tf.Tensor:
@@ -85,12 +94,23 @@ class SparseLinear(tf.Module):
         pooling = self.pooling if self.block_size > 1 else "NONE"
         return ops.bsmm_dense_grad(x, dy, block_size=self.block_size, pooling=pooling)
 
+    @property
+    def nnz(self) -> int:
+        """The number of blocks held now (eager only)."""
+        return int(self.rows.value().shape[0])
+
     def pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.rows.numpy(), self.cols.numpy(), self.values.numpy()
 
     def assign_pattern(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
-        if len(rows) != self.nnz or len(cols) != self.nnz or values.shape != self.values.shape:
-            raise ValueError(f"{self.layer_name}: the new pattern must keep {self.nnz} blocks")
+        n, bs = len(rows), self.block_size
+        fits = n == self.nnz or (self.variable_blocks and n <= self.nnz)
+        if not fits or len(cols) != n or values.shape != (n, bs, bs):
+            kept = "at most" if self.variable_blocks else "exactly"
+            raise ValueError(
+                f"{self.layer_name}: the new pattern must hold {kept} {self.nnz} blocks of "
+                f"{bs}x{bs}, got {n} rows, {len(cols)} cols and values {values.shape}"
+            )
         self.rows.assign(rows.astype(np.int32))
         self.cols.assign(cols.astype(np.int32))
         self.values.assign(values.astype(np.float32))
@@ -145,7 +165,7 @@ class Optimizer(tf.Module):
         self.variables_ = list(variables)
         self.slots: dict[str, list[tf.Variable]] = {
             slot: [
-                tf.Variable(tf.zeros_like(v), trainable=False, name=f"{slot}_{i}")
+                tf.Variable(tf.zeros_like(v), trainable=False, name=f"{slot}_{i}", shape=v.shape)
                 for i, v in enumerate(self.variables_)
             ]
             for slot in self.slot_names

@@ -34,6 +34,12 @@ class Method:
     # Whether the initial pattern comes from a dense twin's one-batch |w·g| (SNIP) at init.
     prunes_at_init: ClassVar[bool] = False
     update_word: ClassVar[str] = "update"  # what the pictures call one of its updates
+    # Whether the sparse layers start dense and shrink to their density (GMP, dynsparse.gmp).
+    prunes_gradually: ClassVar[bool] = False
+
+    def initial_density(self, target: float) -> float:
+        """The density a sparse layer of `target` density starts training at."""
+        return 1.0 if self.prunes_gradually else target
 
     def regrows_dropped(self, regrow_dropped: bool) -> bool:
         """The candidate rule this method uses, given the sample's `regrow_dropped` setting."""
@@ -175,6 +181,16 @@ class Snip(Static):
     prunes_at_init = True
 
 
+class Gmp(Static):
+    """Gradual magnitude pruning (Zhu & Gupta 2017): dense to the target density on a cubic
+    schedule, smallest-L1 blocks dropped, no regrowth. The pruning runs at its own steps
+    (dynsparse.gmp), not at the updates, which only take records."""
+
+    name = "gmp"
+    prunes_gradually = True
+    update_word = "GMP record"
+
+
 class Dense(Static):
     """A model without sparse layers, whatever its `method` setting says."""
 
@@ -182,10 +198,10 @@ class Dense(Static):
 
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (RigL(), SET(), SNFS(), RandomRegrowth(), Static(), Snip(), Dense())
+    m.name: m for m in (RigL(), SET(), SNFS(), RandomRegrowth(), Static(), Snip(), Gmp(), Dense())
 }
 # The methods a sample may name in config.yaml (the schema's `method` enum).
-CONFIG_METHODS = ("rigl", "set", "snfs", "random", "static", "snip")
+CONFIG_METHODS = ("rigl", "set", "snfs", "random", "static", "snip", "gmp")
 
 
 def method_of(name: str, has_sparse_layers: bool = True) -> Method:

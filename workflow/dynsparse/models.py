@@ -8,6 +8,7 @@ input and pre-bias output to `capture` (a list) when one is given, for the RigL 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -15,6 +16,7 @@ import tensorflow as tf
 from dynsparse import ops
 from dynsparse.blocks import IMAGE_SIDE, N_CLASSES, N_PIXELS, round_up
 from dynsparse.layers import Captured, DenseLinear, SparseLinear
+from dynsparse.methods import METHODS
 from dynsparse.settings import FCSettings, ModelSettings, TransformerSettings
 
 Linear = SparseLinear | DenseLinear
@@ -54,6 +56,18 @@ def dropout(x: tf.Tensor, rate: float, rng: tf.random.Generator) -> tf.Tensor:
     return x if rate <= 0.0 else ops.dropout(x, rate, rng)
 
 
+class SparseStart(NamedTuple):
+    density: float
+    variable_blocks: bool
+
+
+def sparse_start(settings: ModelSettings, density: float) -> SparseStart:
+    """How the method starts a sparse layer of target `density`: its initial density, and
+    whether its block count may shrink (GMP starts dense and prunes)."""
+    method = METHODS[settings.rigl.method]
+    return SparseStart(method.initial_density(density), method.prunes_gradually)
+
+
 def _index_rng(seed: int, layer_number: int) -> np.random.Generator:
     # One index generator per layer, so layers of equal shape do not share a pattern.
     return np.random.default_rng([seed, layer_number])
@@ -75,7 +89,7 @@ class FCModel(tf.Module):
             pooling = "NONE" if name == self.layer_names[-1] else settings.pooling
             layer = self._linear(
                 name, n_in, n_out, densities[name], block_sizes[name], pooling, seed, number,
-                value_rng,
+                value_rng, settings,
             )  # fmt: skip
             setattr(self, name, layer)  # fc1, fc2, ...: the checkpoint's names
         self.droprate = settings.droprate
@@ -93,13 +107,16 @@ class FCModel(tf.Module):
         seed: int,
         layer_number: int,
         value_rng: np.random.Generator,
+        settings: FCSettings,
     ) -> Linear:
         if density >= 1.0:
             return DenseLinear(n_in, n_out, use_bias=True, value_rng=value_rng, name=name)
+        start = sparse_start(settings, density)
         return SparseLinear(
             n_in,
             n_out,
-            density=density,
+            density=start.density,
+            variable_blocks=start.variable_blocks,
             block_size=block_size,
             pooling=pooling,
             use_bias=True,
@@ -218,10 +235,12 @@ class TransformerModel(tf.Module):
             if sparsity <= 0.0:
                 layer = DenseLinear(n_in, n_out, use_bias=use_bias, value_rng=value_rng, name=name)
             else:
+                start = sparse_start(settings, 1.0 - sparsity)
                 layer = SparseLinear(
                     n_in,
                     n_out,
-                    density=1.0 - sparsity,
+                    density=start.density,
+                    variable_blocks=start.variable_blocks,
                     block_size=block_size,
                     pooling=pooling,
                     use_bias=use_bias,

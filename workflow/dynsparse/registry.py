@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from dynsparse.distributions import DistributionError, total_density
+from dynsparse.gmp import gmp_span_problem, gmp_steps
 from dynsparse.methods import METHODS
 from dynsparse.settings import FCSettings, ModelSettings, TransformerSettings
 
@@ -44,8 +45,39 @@ def _fewest_batches_between_updates(settings: ModelSettings) -> int:
     return min(b - a for a, b in zip(points, points[1:], strict=False))
 
 
+def training_steps(settings: ModelSettings) -> int:
+    """Training steps of the run, as dynsparse.train counts them (validation held out first)."""
+    held = ALL_TRAIN_IMAGES - settings.validation
+    n_train = held if settings.train_samples is None else min(settings.train_samples, held)
+    return settings.epochs * (n_train // settings.batch_size)
+
+
+def gmp_problems(settings: ModelSettings) -> list[str]:
+    """The `gmp` key: only with method gmp; start < end; at least one pruning interval."""
+    rigl_settings = settings.rigl
+    if rigl_settings.method != "gmp":
+        if rigl_settings.gmp is not None:
+            return [
+                f"gmp: is used by method gmp only, this sample's method is "
+                f"{rigl_settings.method!r}; remove gmp or set method: gmp"
+            ]
+        return []
+    gmp = rigl_settings.gmp_or_default
+    if gmp.start >= gmp.end:
+        return [f"gmp: start {gmp.start} must come before end {gmp.end} (fractions of training)"]
+    total = training_steps(settings)
+    try:
+        gmp_steps(gmp, total)
+    except ValueError:
+        return [gmp_span_problem(gmp, total)]
+    return []
+
+
 def method_checks(settings: ModelSettings) -> list[str]:
     """Problems of the method keys that every model shares."""
+    problems = gmp_problems(settings)
+    if problems:
+        return problems
     grow_batches = settings.rigl.grow_batches
     gap = _fewest_batches_between_updates(settings)
     if gap and grow_batches > gap:
@@ -76,6 +108,10 @@ class ModelEntry(Generic[S]):
 
     def checks(self, settings: S) -> list[str]:
         """Problems the schema cannot see (block sizes that do not divide a layer, ...)."""
+        raise NotImplementedError
+
+    def target_density(self, settings: S, layer_name: str) -> float:
+        """The density a sparse layer ends training at (GMP prunes towards it)."""
         raise NotImplementedError
 
     def dense_settings(self, settings: S) -> S:
@@ -164,6 +200,9 @@ class FCEntry(ModelEntry[FCSettings]):
                 return [f"density: {error}"]
         return []
 
+    def target_density(self, settings: FCSettings, layer_name: str) -> float:
+        return settings.layer_densities()[layer_name]
+
     def dense_settings(self, settings: FCSettings) -> FCSettings:
         n_layers = len(settings.layer_names)
         return dataclasses.replace(settings, densities=(1.0,) * n_layers, density=None)
@@ -224,6 +263,9 @@ class TransformerEntry(ModelEntry[TransformerSettings]):
         if divides and _ceil_blocks(density, n_in, n_out, block) < 1:
             problems.append(f"density {density} leaves no block in a {n_in}x{n_out} layer")
         return problems
+
+    def target_density(self, settings: TransformerSettings, layer_name: str) -> float:
+        return 1.0 - settings.sparsity
 
     def dense_settings(self, settings: TransformerSettings) -> TransformerSettings:
         return dataclasses.replace(settings, sparsity=0.0)

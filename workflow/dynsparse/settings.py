@@ -37,6 +37,28 @@ class CosineSchedule:
 
 
 @dataclass(frozen=True)
+class GmpSettings:
+    """Gradual magnitude pruning: from `start` to `end` (fractions of the training steps), a
+    pruning step every `every` steps (dynsparse.gmp)."""
+
+    start: float = 0.0
+    end: float = 0.75
+    every: int = 100
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "every": self.every}
+
+    @classmethod
+    def from_dict(cls, gmp: Mapping[str, Any]) -> GmpSettings:
+        defaults = cls()
+        return cls(
+            start=float(gmp.get("start", defaults.start)),
+            end=float(gmp.get("end", defaults.end)),
+            every=int(gmp.get("every", defaults.every)),
+        )
+
+
+@dataclass(frozen=True)
 class RiglSettings:
     """How the sparsity pattern changes: the method and its update schedule."""
 
@@ -50,6 +72,12 @@ class RiglSettings:
     update_end: float = 1.0
     # Regrowth scores: mean |dense gradient| over the last N batches before an update.
     grow_batches: int = 1
+    # The `gmp` key as given (None: not given; method gmp then uses GmpSettings' defaults).
+    gmp: GmpSettings | None = None
+
+    @property
+    def gmp_or_default(self) -> GmpSettings:
+        return self.gmp if self.gmp is not None else GmpSettings()
 
 
 @dataclass(frozen=True)
@@ -110,6 +138,8 @@ class ModelSettings:
             "validation": self.validation,
             **self._own_dict(),
         }
+        if self.rigl.gmp is not None:
+            settings["gmp"] = self.rigl.gmp.to_dict()
         if self.train_samples is not None:
             settings["train_samples"] = self.train_samples
         return settings
@@ -137,6 +167,7 @@ class ModelSettings:
                 regrow_dropped=bool(settings.get("regrow_dropped", True)),
                 update_end=float(settings.get("update_end", 1.0)),
                 grow_batches=int(settings.get("grow_batches", 1)),
+                gmp=None if settings.get("gmp") is None else GmpSettings.from_dict(settings["gmp"]),
             ),
             "optimizer": OptimizerSettings(
                 name=str(settings["optimizer"]),

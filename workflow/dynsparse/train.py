@@ -32,6 +32,7 @@ import numpy as np
 from dynsparse import rigl
 from dynsparse.atomic import save_npz, write_json
 from dynsparse.checkpoint import CheckpointStore, HostState, settings_hash
+from dynsparse.gmp import GmpPruner, gmp_steps
 from dynsparse.methods import Method, method_of, update_layers
 from dynsparse.records import HistoryBuilder, RecordsBuilder, SparseLayerSpec
 from dynsparse.registry import ModelEntry, entry_of
@@ -187,6 +188,8 @@ class Trainer:
         self.method: Method = method_of(settings.rigl.method, bool(self.sparse_layers))
         if self.method.prunes_at_init:
             self.prune_at_init()
+        # Before the records and the restore: the pruner keeps each layer's full starting grid.
+        self.pruner = self.make_pruner()
         self.regrow_rng = np.random.default_rng([settings.seed, 3_000_017])
         self.host = HostState(regrow_rng_state=dict(self.regrow_rng.bit_generator.state))
         self.records = RecordsBuilder(
@@ -238,7 +241,39 @@ class Trainer:
         x, y = tf.gather(self.data.x_train, indices), tf.gather(self.data.y_train, indices)
         prune_at_init(self.sparse_layers, twin, x, y)
 
+    def make_pruner(self) -> GmpPruner | None:
+        """GMP's pruner, for a method that prunes gradually (else None)."""
+        if not self.method.prunes_gradually:
+            return None
+        settings = self.settings
+        total_steps = settings.epochs * self.batches_per_epoch
+        targets = {
+            layer.layer_name: self.entry.target_density(settings, layer.layer_name)
+            for layer in self.sparse_layers
+        }
+        steps = gmp_steps(settings.rigl.gmp_or_default, total_steps)
+        return GmpPruner(self.sparse_layers, targets, steps)
+
+    def next_pruning_step(self) -> int | None:
+        """The next training step after which the pruner prunes (None: no more)."""
+        return None if self.pruner is None else self.pruner.next_pruning_step(self.host.step)
+
+    def prune_if_due(self) -> dict[str, float] | None:
+        """GMP: prune after `host.step` steps if that is a pruning step; the new densities."""
+        if self.pruner is None or not self.pruner.prune(self.host.step, self.optimizer):
+            return None
+        return self.density_scalars()
+
+    def expected_blocks(self) -> dict[str, int]:
+        """The blocks each sparse layer holds at the end of the run."""
+        return self.nnz if self.pruner is None else self.pruner.final_blocks()
+
     def patterns(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        if self.pruner is not None:
+            pruner = self.pruner
+            return {
+                layer.layer_name: pruner.recorded_pattern(layer) for layer in self.sparse_layers
+            }
         return {layer.layer_name: layer.pattern() for layer in self.sparse_layers}
 
     def restore(self) -> int | None:
@@ -373,9 +408,14 @@ class EpochRun:
         self.bar.update(n)
 
     def chunks(self, start: int, end: int) -> None:
-        """Ordinary training steps on batches [start, end), CHUNK_BATCHES per call."""
-        for chunk_start in range(start, end, CHUNK_BATCHES):
+        """Ordinary training steps on batches [start, end), CHUNK_BATCHES per call; a chunk also
+        ends at a pruning step (GMP), after which the pruner runs."""
+        chunk_start = start
+        while chunk_start < end:
             chunk_end = min(chunk_start + CHUNK_BATCHES, end)
+            pruning_step = self.trainer.next_pruning_step()
+            if pruning_step is not None:
+                chunk_end = min(chunk_end, chunk_start + pruning_step - self.trainer.host.step)
             t0 = time.perf_counter()
             losses, accuracies = self.trainer.steps.train_chunk(self.batches[chunk_start:chunk_end])
             losses, accuracies = losses.numpy(), accuracies.numpy()
@@ -393,8 +433,12 @@ class EpochRun:
                     "learning_rate": self.lr,
                 },
             )
+            pruned = self.trainer.prune_if_due()
+            if pruned is not None:
+                self.board.scalars(self.trainer.host.step, pruned)
             if self.on_event is not None:
                 self.on_event("chunk", self.epoch, self.trainer.host.step)
+            chunk_start = chunk_end
 
     def grad_batches(self) -> int:
         """How many batches before the next update run as update steps (0: none)."""
@@ -578,14 +622,27 @@ def describe(trainer: Trainer) -> str:
         f"{trainer.data.n_train} training images ({trainer.data.n_validation} held out for "
         f"validation), {trainer.batches_per_epoch} batches of "
         f"{settings.batch_size} per epoch, {settings.epochs} epochs, {trainer.total_updates} RigL "
-        f"updates ({settings.rigl.method}); sparse layers: {layers}"
+        f"updates ({settings.rigl.method}); sparse layers: {layers}{pruning_plan(trainer)}"
+    )
+
+
+def pruning_plan(trainer: Trainer) -> str:
+    """GMP's pruning steps and final block counts, for the log ('' for other methods)."""
+    if trainer.pruner is None:
+        return ""
+    steps = trainer.pruner.steps
+    final = ", ".join(f"{name} {n}" for name, n in trainer.pruner.final_blocks().items())
+    return (
+        f"; GMP prunes after steps {steps.start_step}, {steps.start_step + steps.every}, ..., "
+        f"{steps.end_step} down to {final} blocks"
     )
 
 
 def check_invariants(trainer: Trainer) -> None:
+    expected = trainer.expected_blocks()
     for layer in trainer.sparse_layers:
-        assert layer.nnz == trainer.nnz[layer.layer_name]
-        assert len(layer.rows.numpy()) == layer.nnz and layer.values.shape[0] == layer.nnz
+        assert layer.nnz == expected[layer.layer_name], (layer.layer_name, layer.nnz)
+        assert len(layer.cols.numpy()) == layer.nnz == layer.values.numpy().shape[0]
     for name, count in trainer.steps.traces.items():
         assert count <= 1, f"{name} was traced {count} times"
 
@@ -618,7 +675,7 @@ def make_summary(
     best_epoch = best_epoch_by_validation(history["validation_accuracy"])
     samples_seen = settings.epochs * trainer.batches_per_epoch * settings.batch_size
     parameters = {layer.layer_name: int(layer.parameter_count) for layer in trainer.model.layers}
-    total_parameters = sum(int(np.prod(v.shape)) for v in trainer.trainable)
+    total_parameters = sum(int(np.prod(v.numpy().shape)) for v in trainer.trainable)
     return {
         "model": settings.model,
         "sample": sample,
@@ -640,7 +697,7 @@ def make_summary(
         "train_seconds": host.train_seconds,
         "throughput_samples_per_second": samples_seen / host.train_seconds,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "nonzero_blocks": dict(trainer.nnz),
+        "nonzero_blocks": {layer.layer_name: layer.nnz for layer in sparse_layers},
         "block_sizes": {layer.layer_name: layer.block_size for layer in sparse_layers},
         # Trainable values: a sparse layer counts its nnz·bs² block values (+ bias); "other" is
         # the norms' gamma and beta.
