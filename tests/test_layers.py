@@ -272,8 +272,8 @@ def _settings(model: str, **changes: Any) -> Any:
     from dynsparse.registry import parse_settings
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
-    return parse_settings(model, {**config[model]["defaults"], **changes})
     return parse_settings(model, {**config[model]["defaults"], "seed": 1, **changes})
+
 
 def _fc_settings(**changes: Any) -> Any:
     return _settings("fc", **{"hidden_size": 32, **changes})
