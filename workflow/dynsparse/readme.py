@@ -111,6 +111,9 @@ def _difference(row: Row) -> str:
     return f"{_mean_ci('difference', signed=True, unit=' pp')(row)} vs {baseline}"
 
 
+MEAN_ACCURACY = Column(
+    "final_test_accuracy", "test accuracy (mean ± 95% CI)", compose=_mean_ci("final_test_accuracy")
+)
 RESULT_COLUMNS = (
     Column("model", "model"),
     Column("sample", "sample"),
@@ -120,11 +123,7 @@ RESULT_COLUMNS = (
     Column("pooling", "pooling"),
     Column("epochs", "epochs"),
     Column("n", "seeds"),
-    Column(
-        "final_test_accuracy",
-        "test accuracy (mean ± 95% CI)",
-        compose=_mean_ci("final_test_accuracy"),
-    ),
+    MEAN_ACCURACY,
     Column("final_test_accuracy_min", "min", _percent),
     Column("final_test_accuracy_max", "max", _percent),
     Column("best_test_accuracy", "at best val. epoch", _percent),
@@ -227,11 +226,7 @@ LITERATURE_COLUMNS = (
     Column("layer_densities", "layer densities"),
     Column("epochs", "epochs"),
     Column("n", "seeds"),
-    Column(
-        "final_test_accuracy",
-        "test accuracy (mean ± 95% CI)",
-        compose=_mean_ci("final_test_accuracy"),
-    ),
+    MEAN_ACCURACY,
     Column("sample", "published", compose=_published),
     Column("difference", "Δ to baseline, paired (95% CI)", compose=_difference),
 )
