@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from dynsparse.readme import (
+    SECTIONS,
     begin_marker,
     end_marker,
     format_problems,
@@ -23,6 +24,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def empty_readme(tmp_path: Path) -> Path:
+    """A README holding every generated section, empty."""
+    readme = tmp_path / "README.md"
+    readme.write_text("".join(f"{begin_marker(n)}\n{end_marker(n)}\n" for n in SECTIONS))
+    return readme
 
 
 @pytest.fixture
@@ -78,13 +86,7 @@ def test_replicated_rows_show_the_interval_and_the_paired_difference(
            "difference_ci_low": "0.002", "difference_ci_high": "0.010"}  # fmt: skip
     write_csv(results / "summary/table.csv", [row])
     write_csv(results / "density-sweep/summary/table.csv", [row])
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        "".join(
-            f"{begin_marker(n)}\n{end_marker(n)}\n"
-            for n in ("results", "sweep", "literature", "bench")
-        )
-    )
+    readme = empty_readme(tmp_path)
     text = update_readme(readme, results, cpu="Test CPU, 2 cores")
     line = "| fc | rigl | rigl | 3 | 98.10 ± 0.20% | 98.00% | 98.20% | +0.60 ± 0.40 pp vs static |"
     assert line in section_text(text, "results")
@@ -117,13 +119,7 @@ def test_the_literature_table_puts_the_published_figure_beside_ours(
          "final_test_accuracy": "0.98"},
     ]  # fmt: skip
     write_csv(results / "literature/summary/table.csv", rows)
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        "".join(
-            f"{begin_marker(n)}\n{end_marker(n)}\n"
-            for n in ("results", "sweep", "literature", "bench")
-        )
-    )
+    readme = empty_readme(tmp_path)
     text = update_readme(readme, results, cpu="Test CPU, 2 cores")
     body = section_text(text, "literature")
     assert "| snfs_0.1 | snfs | 0.100 | 3 | 98.12 ± 0.10% | 98.67% |" in body
