@@ -58,7 +58,9 @@ def variant(
 ) -> tuple[Callable[[Any], Any], int]:
     model_name, case_name = spec.split("/")
     case = next(c for c in DEFAULT_CASES if (c.model, c.name) == (model_name, case_name))
-    settings = model_entry(model_name).parse({**config[model_name]["defaults"], **case.changes})
+    settings = model_entry(model_name).parse(
+        {**config[model_name]["defaults"], "seed": 1, **case.changes}
+    )
     batch = settings.batch_size
     model = models.build_model(settings, tf.random.Generator.from_seed(0))
     rng = np.random.default_rng(0)

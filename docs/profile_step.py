@@ -62,7 +62,9 @@ def op_times(function, argument, steps: int) -> list[tuple[float, str]]:
 def profile(spec: str, config: dict) -> None:
     model_name, case_name = spec.split("/")
     case = next(c for c in DEFAULT_CASES if (c.model, c.name) == (model_name, case_name))
-    settings = model_entry(model_name).parse({**config[model_name]["defaults"], **case.changes})
+    settings = model_entry(model_name).parse(
+        {**config[model_name]["defaults"], "seed": 1, **case.changes}
+    )
     batch = settings.batch_size
     model = build_model(settings, tf.random.Generator.from_seed(0))
     rng = np.random.default_rng(0)
