@@ -362,9 +362,18 @@ void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t*
                               order != nullptr ? order + begin : nullptr,
                               ptr[j0 + jj + 1] - begin, buf[jj]);
       }
+      // buf [g columns][rows] into out's rows: 8 x 8 tile transposes, the edges one by one.
+      const int full_g = g / 8 * 8;
+      const int64_t full_rows = rows / 8 * 8;
+      for (int64_t r = 0; r < full_rows; r += 8) {
+        for (int jj = 0; jj < full_g; jj += 8) {
+          Transpose8x8<T>(&buf[jj][r], BatchChunks<T>::kChunk, out + (m0 + r) * ld_out + j0 + jj,
+                          ld_out);
+        }
+      }
       for (int64_t r = 0; r < rows; ++r) {
         T* dst = out + (m0 + r) * ld_out + j0;
-        for (int jj = 0; jj < g; ++jj) dst[jj] = buf[jj][r];
+        for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) dst[jj] = buf[jj][r];
       }
     }
   }
