@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from dynsparse.readme import (
-    GROW_FRAME,
+    GROW_FRAMES,
     GROW_SAMPLES,
     SECTIONS,
     begin_marker,
@@ -190,13 +190,15 @@ def test_the_grow_batches_section_shows_both_frames_side_by_side(
     body = section_text(text, "grow_batches")
     assert f"| {g1} | {n1} | 20 | 3 | 98.00% |" in body
     assert f"| {g10} | {n10} | 20 | 3 | 98.10% | +0.10 ± 0.20 pp vs {g1} |" in body
-    assert f"No frame {GROW_FRAME} of both samples" in body and format_problems(text) == []
+    assert "No frames 50, 100 of both samples" in body and format_problems(text) == []
     for sample in GROW_SAMPLES:
-        frame = tmp_path / grow_frame(sample)
-        frame.parent.mkdir(parents=True)
-        frame.write_bytes(b"png")
+        for frame in GROW_FRAMES:
+            path = tmp_path / grow_frame(sample, frame)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"png")
     body = section_text(update_readme(readme, results, cpu="Test CPU, 2 cores"), "grow_batches")
-    assert f"| grow_batches: {n1} | grow_batches: {n10} |" in body
-    images = f"| ![frame {GROW_FRAME}, grow_batches {n1}]({grow_frame(g1)}) | "
-    assert images + f"![frame {GROW_FRAME}, grow_batches {n10}]({grow_frame(g10)}) |" in body
-    assert grow_frame(g1) == f"results/grow-batches/fc/{g1}/frames/frame_{GROW_FRAME:06d}.png"
+    assert f"| frame | grow_batches: {n1} | grow_batches: {n10} |" in body
+    for frame in GROW_FRAMES:
+        images = f"| {frame} | ![frame {frame}, grow_batches {n1}]({grow_frame(g1, frame)}) | "
+        assert images + f"![frame {frame}, grow_batches {n10}]({grow_frame(g10, frame)}) |" in body
+    assert grow_frame(g1, 50) == f"results/grow-batches/fc/{g1}/frames/frame_000050.png"

@@ -34,10 +34,11 @@ PUBLISHED_LENET_90 = {
 }
 PUBLISHED_SOURCE = "Dettmers & Zettlemoyer 2019, table 1 (DEEP-R: 98.19%)"
 # The example config of the grow_batches comparison (configs/grow-batches.yaml): its samples by
-# their `grow_batches`, and the frame the README shows of both side by side.
+# their `grow_batches`, and the frames the README shows of both side by side (of 101: the
+# initial pattern and one per update; 50 is mid-training, 100 the end).
 GROW_EXPERIMENT = "grow-batches"
 GROW_SAMPLES = {"rigl_0.1_0.3_g1": 1, "rigl_0.1_0.3_g10": 10}
-GROW_FRAME = 100
+GROW_FRAMES = (50, 100)
 
 
 def begin_marker(name: str) -> str:
@@ -278,14 +279,14 @@ GROW_COLUMNS = (
 )
 
 
-def grow_frame(sample: str, frame: int = GROW_FRAME) -> str:
-    """The frame of a grow_batches sample the README shows (render.FRAME_PATTERN's name)."""
+def grow_frame(sample: str, frame: int) -> str:
+    """A frame of a grow_batches sample, named as render.FRAME_PATTERN names it."""
     return f"results/{GROW_EXPERIMENT}/fc/{sample}/frames/frame_{frame:06d}.png"
 
 
 def grow_batches_section(results_dir: str | Path, cpu: str) -> str | None:
-    """grow_batches 1 against 10 (configs/grow-batches.yaml): accuracy, and one frame of each
-    first seed's fc1 connectivity side by side (the pipeline's PNGs under results/)."""
+    """grow_batches 1 against 10 (configs/grow-batches.yaml): accuracy, and the same frames of
+    each first seed's fc1 connectivity side by side (the pipeline's PNGs under results/)."""
     table = Path(results_dir) / GROW_EXPERIMENT / "summary" / "table.csv"
     if not table.is_file():
         return None
@@ -295,22 +296,24 @@ def grow_batches_section(results_dir: str | Path, cpu: str) -> str | None:
         + markdown_table(read_rows(table), GROW_COLUMNS)
     )
     root = Path(results_dir).parent
-    frames = {n: grow_frame(sample) for sample, n in GROW_SAMPLES.items()}
-    if all((root / path).is_file() for path in frames.values()):
-        header = " | ".join(f"grow_batches: {n}" for n in frames)
-        images = " | ".join(
-            f"![frame {GROW_FRAME}, grow_batches {n}]({p})" for n, p in frames.items()
-        )
-        text += (
-            f"\n\nFrame {GROW_FRAME} of fc1's connectivity (first seed), "
-            f"`results/{GROW_EXPERIMENT}/fc/<sample>/frames/`:\n\n"
-            f"| {header} |\n|" + "|".join("---" for _ in frames) + f"|\n| {images} |"
-        )
-    else:
-        text += (
-            f"\n\nNo frame {GROW_FRAME} of both samples in this tree (`pictures: true` makes them)."
-        )
-    return text
+    names = ", ".join(str(frame) for frame in GROW_FRAMES)
+    paths = [grow_frame(sample, frame) for frame in GROW_FRAMES for sample in GROW_SAMPLES]
+    if not all((root / path).is_file() for path in paths):
+        return text + f"\n\nNo frames {names} of both samples here (`pictures: true` makes them)."
+    lines = [
+        "| frame | " + " | ".join(f"grow_batches: {n}" for n in GROW_SAMPLES.values()) + " |",
+        "|---|" + "|".join("---" for _ in GROW_SAMPLES) + "|",
+    ]
+    for frame in GROW_FRAMES:
+        images = [
+            f"![frame {frame}, grow_batches {n}]({grow_frame(sample, frame)})"
+            for sample, n in GROW_SAMPLES.items()
+        ]
+        lines.append(f"| {frame} | " + " | ".join(images) + " |")
+    return (
+        text + f"\n\nFrames {names} of fc1's connectivity (first seed; each sample's own colour "
+        f"scale), from `results/{GROW_EXPERIMENT}/fc/<sample>/frames/`:\n\n" + "\n".join(lines)
+    )
 
 
 def bench_section(results_dir: str | Path, cpu: str) -> str | None:
