@@ -15,6 +15,7 @@ from dynsparse.config import (
     canonical_json,
     check_config_files,
     experiment_name,
+    experiment_pictures,
     model_defaults,
     validate_config,
 )
@@ -146,8 +147,9 @@ def bench_outputs():
 
 
 def picture_targets():
-    """Pictures of the first seed of every sample; an example config's experiment has none."""
-    if EXPERIMENT is not None:
+    """Pictures of the first seed of every sample; an example config's experiment has them
+    only with `pictures: true`."""
+    if not experiment_pictures(config):
         return []
     return [
         *per_sample(f"{SAMPLE_DIR}/connectivity.gif"),

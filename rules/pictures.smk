@@ -8,7 +8,7 @@ rule extract_records:
         metrics=f"{SAMPLE_DIR}/extracted/metrics.csv",
         derived=f"{SAMPLE_DIR}/extracted/derived.json",
     log:
-        "logs/extract_records/{model}/{sample}.log",
+        f"{LOGS}/extract_records/{{model}}/{{sample}}.log",
     conda:
         "../envs/environment.yaml"
     threads: 1
@@ -33,9 +33,9 @@ rule render_frames:
             labels={"model": "{model}", "sample": "{sample}", "figure": "initial vs final"},
         ),
     log:
-        "logs/render_frames/{model}/{sample}.log",
+        f"{LOGS}/render_frames/{{model}}/{{sample}}.log",
     benchmark:
-        "benchmarks/render_frames/{model}/{sample}.tsv"
+        f"{BENCHMARKS}/render_frames/{{model}}/{{sample}}.tsv"
     conda:
         "../envs/environment.yaml"
     threads: 1
@@ -65,7 +65,7 @@ rule assemble_gif:
             labels={"model": "{model}", "sample": "{sample}", "figure": "animation"},
         ),
     log:
-        "logs/assemble_gif/{model}/{sample}.log",
+        f"{LOGS}/assemble_gif/{{model}}/{{sample}}.log",
     localrule: True
     conda:
         "../envs/environment.yaml"

@@ -13,6 +13,7 @@ import yaml
 from dynsparse.config import (
     ConfigError,
     canonical_json,
+    experiment_pictures,
     load_yaml_strict,
     resolve_sample,
     validate_config,
@@ -134,6 +135,24 @@ def test_an_experiment_runs_only_its_own_samples(config: dict) -> None:
         ("fc", "s_d0.2-0.3", (1, 2)),
     ]
     assert _sample(samples, "fc", "s_d0.2-0.3").settings.rigl.method == "static"
+
+
+def test_an_experiment_makes_pictures_only_when_asked(config: dict) -> None:
+    """configs/grow-batches.yaml sets `pictures: true`; other example configs make none."""
+    assert experiment_pictures(config)  # the default pipeline
+    config["experiment"] = {"name": "mine", "fc": {"samples": {"x": {}}}}
+    assert not experiment_pictures(config)
+    grow = load_yaml_strict(REPO / "configs" / "grow-batches.yaml")
+    config["experiment"] = grow["experiment"]
+    assert experiment_pictures(config)
+    samples = {s.name: s for s in validate_config(config)}
+    assert {n: s.settings.rigl.grow_batches for n, s in samples.items()} == {
+        "rigl_0.1_0.3_g1": 1,
+        "rigl_0.1_0.3_g10": 10,
+    }
+    assert samples["rigl_0.1_0.3_g10"].baseline == "rigl_0.1_0.3_g1"
+    config["experiment"]["pictures"] = "yes"
+    assert "pictures" in _error(config)
 
 
 @pytest.mark.parametrize("name", ["fc", "summary", "Bad Name"])

@@ -171,6 +171,13 @@ def experiment_name(config: Mapping[str, Any]) -> str | None:
     return None if experiment is None else str(experiment["name"])
 
 
+def experiment_pictures(config: Mapping[str, Any]) -> bool:
+    """Whether the run makes pictures: always for the default pipeline; for an example config
+    only with `experiment: {pictures: true}`."""
+    experiment = config.get("experiment")
+    return experiment is None or bool(experiment.get("pictures", False))
+
+
 def _sample_sections(config: Mapping[str, Any], model: str) -> tuple[list[Any], dict[str, Any]]:
     """Where a model's samples and sweeps live (key path) and that section: the experiment's when
     an example config sets `experiment`, else the model's own (see docs/architecture.md)."""

@@ -3,7 +3,9 @@
 Numbers in the README are never typed by hand: `make readme` replaces what lies between the
 marker comments with tables made from the CSVs of the last run, with the CPU model and the date
 of that run. Columns are looked up by name, so CSVs that gain columns keep working; a column a
-CSV lacks is left out of the table.
+CSV lacks is left out of the table. A section whose results are not in this tree keeps the text
+it has (a run of one example config does not wipe the others' tables); only an empty section
+gets the "No ... run" line.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 Row = dict[str, str]
-SECTIONS = ("results", "sweep", "literature", "bench")
+SECTIONS = ("results", "sweep", "literature", "grow_batches", "bench")
 # The example config whose figure the README shows (configs/density-sweep.yaml).
 SWEEP_EXPERIMENT = "density-sweep"
 # The example config of the literature table (configs/literature.yaml).
@@ -31,6 +33,12 @@ PUBLISHED_LENET_90 = {
     "set_0.1": 0.9839,
 }
 PUBLISHED_SOURCE = "Dettmers & Zettlemoyer 2019, table 1 (DEEP-R: 98.19%)"
+# The example config of the grow_batches comparison (configs/grow-batches.yaml): its samples by
+# their `grow_batches`, and the frames the README shows of both side by side (of 101: the
+# initial pattern and one per update; 50 is mid-training, 100 the end).
+GROW_EXPERIMENT = "grow-batches"
+GROW_SAMPLES = {"rigl_0.1_0.3_g1": 1, "rigl_0.1_0.3_g10": 10}
+GROW_FRAMES = (50, 100)
 
 
 def begin_marker(name: str) -> str:
@@ -186,25 +194,22 @@ def _run_date(path: Path) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def results_section(results_dir: str | Path, cpu: str) -> str:
+def results_section(results_dir: str | Path, cpu: str) -> str | None:
     table = Path(results_dir) / "summary" / "table.csv"
     if not table.is_file():
-        return "No default run in this tree: `make run` writes `results/summary/table.csv`."
+        return None
     return (
         f"Measured on {cpu}; run finished {_run_date(table)} (`results/summary/table.csv`).\n\n"
         + markdown_table(read_rows(table), RESULT_COLUMNS)
     )
 
 
-def sweep_section(results_dir: str | Path, cpu: str) -> str:
+def sweep_section(results_dir: str | Path, cpu: str) -> str | None:
     """The density sweep's figure and table (configs/density-sweep.yaml's own summary)."""
     summary = Path(results_dir) / SWEEP_EXPERIMENT / "summary"
     table = summary / "table.csv"
     if not table.is_file():
-        return (
-            f"No density sweep in this run: `snakemake --cores 2 --configfile "
-            f"configs/{SWEEP_EXPERIMENT}.yaml` writes `results/{SWEEP_EXPERIMENT}/summary/`."
-        )
+        return None
     figure = f"results/{SWEEP_EXPERIMENT}/summary/accuracy_vs_density.png"
     return (
         f"Measured on {cpu}; run finished {_run_date(table)} "
@@ -232,23 +237,86 @@ LITERATURE_COLUMNS = (
 )
 
 
-def literature_section(results_dir: str | Path, cpu: str) -> str:
+def _by_density(rows: Sequence[Row]) -> list[Row]:
+    """Dense first, then the sparse rows by weight density (90 % sparsity before 70 %); the
+    summary's method order is kept within one density."""
+
+    def key(row: Row) -> tuple[bool, float]:
+        density = _number(row.get("weight_density", ""))
+        dense = row.get("method", "").strip() == "dense"
+        return (not dense, density if density is not None else math.inf)
+
+    return sorted(rows, key=key)
+
+
+def literature_section(results_dir: str | Path, cpu: str) -> str | None:
     """LeNet-300-100 beside the published figures (configs/literature.yaml's own summary)."""
     table = Path(results_dir) / LITERATURE_EXPERIMENT / "summary" / "table.csv"
     if not table.is_file():
-        return (
-            f"No literature run in this tree: `snakemake --cores 2 --configfile "
-            f"configs/{LITERATURE_EXPERIMENT}.yaml` writes "
-            f"`results/{LITERATURE_EXPERIMENT}/summary/`."
-        )
+        return None
     return (
         f"Measured on {cpu}; run finished {_run_date(table)} "
-        f"(`results/{LITERATURE_EXPERIMENT}/summary/table.csv`); published: {PUBLISHED_SOURCE}.\n\n"
-        + markdown_table(read_rows(table), LITERATURE_COLUMNS)
+        f"(`results/{LITERATURE_EXPERIMENT}/summary/table.csv`); published: {PUBLISHED_SOURCE}; "
+        "no 70 % figures are published.\n\n"
+        + markdown_table(_by_density(read_rows(table)), LITERATURE_COLUMNS)
     )
 
 
-def bench_section(results_dir: str | Path, cpu: str) -> str:
+def _grow_batches(row: Row) -> str:
+    value = GROW_SAMPLES.get(row.get("sample", "").strip())
+    return "–" if value is None else str(value)
+
+
+GROW_COLUMNS = (
+    Column("sample", "sample"),
+    Column("sample", "grow_batches", compose=_grow_batches),
+    Column("epochs", "epochs"),
+    Column("n", "seeds"),
+    MEAN_ACCURACY,
+    Column("final_test_accuracy_min", "min", _percent),
+    Column("final_test_accuracy_max", "max", _percent),
+    Column("difference", "Δ to baseline, paired (95% CI)", compose=_difference),
+)
+
+
+def grow_frame(sample: str, frame: int) -> str:
+    """A frame of a grow_batches sample, named as render.FRAME_PATTERN names it."""
+    return f"results/{GROW_EXPERIMENT}/fc/{sample}/frames/frame_{frame:06d}.png"
+
+
+def grow_batches_section(results_dir: str | Path, cpu: str) -> str | None:
+    """grow_batches 1 against 10 (configs/grow-batches.yaml): accuracy, and the same frames of
+    each first seed's fc1 connectivity side by side (the pipeline's PNGs under results/)."""
+    table = Path(results_dir) / GROW_EXPERIMENT / "summary" / "table.csv"
+    if not table.is_file():
+        return None
+    text = (
+        f"Measured on {cpu}; run finished {_run_date(table)} "
+        f"(`results/{GROW_EXPERIMENT}/summary/table.csv`).\n\n"
+        + markdown_table(read_rows(table), GROW_COLUMNS)
+    )
+    root = Path(results_dir).parent
+    names = ", ".join(str(frame) for frame in GROW_FRAMES)
+    paths = [grow_frame(sample, frame) for frame in GROW_FRAMES for sample in GROW_SAMPLES]
+    if not all((root / path).is_file() for path in paths):
+        return text + f"\n\nNo frames {names} of both samples here (`pictures: true` makes them)."
+    lines = [
+        "| frame | " + " | ".join(f"grow_batches: {n}" for n in GROW_SAMPLES.values()) + " |",
+        "|---|" + "|".join("---" for _ in GROW_SAMPLES) + "|",
+    ]
+    for frame in GROW_FRAMES:
+        images = [
+            f"![frame {frame}, grow_batches {n}]({grow_frame(sample, frame)})"
+            for sample, n in GROW_SAMPLES.items()
+        ]
+        lines.append(f"| {frame} | " + " | ".join(images) + " |")
+    return (
+        text + f"\n\nFrames {names} of fc1's connectivity (first seed; each sample's own colour "
+        f"scale), from `results/{GROW_EXPERIMENT}/fc/<sample>/frames/`:\n\n" + "\n".join(lines)
+    )
+
+
+def bench_section(results_dir: str | Path, cpu: str) -> str | None:
     bench = Path(results_dir) / "bench"
     parts = []
     for name, title, columns in (
@@ -261,7 +329,7 @@ def bench_section(results_dir: str | Path, cpu: str) -> str:
                 f"{title} (`results/bench/{name}`, {cpu}, {_run_date(path)}):\n\n"
                 + markdown_table(read_rows(path), columns)
             )
-    return "\n\n".join(parts) or "No benchmarks in this run (`bench` in config.yaml)."
+    return "\n\n".join(parts) or None
 
 
 def replace_section(readme: str, name: str, body: str) -> str:
@@ -272,20 +340,51 @@ def replace_section(readme: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", readme, count=1)
 
 
+def _kept_text(readme: str, name: str) -> str:
+    """The section's present text ("" when empty); an error when its markers are missing."""
+    replace_section(readme, name, "")
+    return section_text(readme, name)
+
+
 def section_text(readme: str, name: str) -> str:
     begin, end = begin_marker(name), end_marker(name)
     start, stop = readme.index(begin) + len(begin), readme.index(end)
     return readme[start:stop].strip("\n")
 
 
+def _example(name: str, what: str) -> str:
+    return (
+        f"No {what} in this tree: `snakemake --cores 2 --configfile configs/{name}.yaml` "
+        f"writes `results/{name}/summary/`."
+    )
+
+
+# Each section's generator (None: its results are not in this tree) and the line an empty
+# section gets then.
+GENERATORS: dict[str, tuple[Callable[[str | Path, str], str | None], str]] = {
+    "results": (
+        results_section,
+        "No default run in this tree: `make run` writes `results/summary/table.csv`.",
+    ),
+    "sweep": (sweep_section, _example(SWEEP_EXPERIMENT, "density sweep")),
+    "literature": (literature_section, _example(LITERATURE_EXPERIMENT, "literature run")),
+    "grow_batches": (grow_batches_section, _example(GROW_EXPERIMENT, "grow_batches run")),
+    "bench": (bench_section, "No benchmarks in this run (`bench` in config.yaml)."),
+}
+
+
 def update_readme(readme_path: str | Path, results_dir: str | Path, cpu: str | None = None) -> str:
+    """Rewrites each section whose results are in `results_dir`; the others keep their text (an
+    empty one gets the "No ..." line)."""
     cpu = cpu or cpu_model()
     path = Path(readme_path)
     text = path.read_text()
-    text = replace_section(text, "results", results_section(results_dir, cpu))
-    text = replace_section(text, "sweep", sweep_section(results_dir, cpu))
-    text = replace_section(text, "literature", literature_section(results_dir, cpu))
-    text = replace_section(text, "bench", bench_section(results_dir, cpu))
+    for name in SECTIONS:
+        generate, missing = GENERATORS[name]
+        body = generate(results_dir, cpu)
+        if body is None:
+            body = _kept_text(text, name) or missing
+        text = replace_section(text, name, body)
     path.write_text(text)
     return text
 
@@ -306,6 +405,7 @@ def format_problems(readme: str) -> list[str]:
             "results": [RESULT_COLUMNS],
             "sweep": [RESULT_COLUMNS],
             "literature": [LITERATURE_COLUMNS],
+            "grow_batches": [GROW_COLUMNS],
             "bench": [OPS_COLUMNS, TRAINING_COLUMNS],
         }
         expected = tables[name]
@@ -323,7 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     readme, results = (args + ["README.md", "results"][len(args) :])[:2]
     update_readme(readme, results)
-    print(f"{readme}: results, sweep, literature and benchmark sections rewritten from {results}/")
+    print(
+        f"{readme}: the sections whose results are in {results}/ rewritten ({', '.join(SECTIONS)})"
+    )
     return 0
 
 
