@@ -48,7 +48,8 @@ rule bench_training:
     priority: -10
     conda:
         "../envs/environment.yaml"
-    # Capped at the machine's cores by the stage, as for bench_ops.
+    # Measured at 1 thread (as training jobs run) and at the machine's cores (capped by the
+    # stage, as for bench_ops), each in its own process.
     threads: workflow.cores
     resources:
         mem_mb=6000,

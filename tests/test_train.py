@@ -427,3 +427,30 @@ def test_bench_training_measures_every_case(ops_library: str, tmp_path: Path) ->
     write_csv(tmp_path / "training.csv", rows)
     header = (tmp_path / "training.csv").read_text().splitlines()[0]
     assert header.startswith("model,case,sparsity")
+
+
+def test_bench_training_runs_one_thread_and_the_machines_cores(
+    ops_library: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dynsparse import bench_training as module
+    from dynsparse.registry import parse_settings
+
+    machine = module.bench_threads(2)  # the child caps the count at the cores there are
+    monkeypatch.setattr(module, "bench_threads", lambda requested: min(requested, 2))
+    assert module.thread_counts(1) == [1]
+    assert module.thread_counts(4) == [1, 2]
+    cases = (
+        module.BenchCase("fc", "dense", {"densities": [1.0, 1.0]}),
+        module.BenchCase("fc", "sparse", {"densities": [0.1, 0.5]}),
+    )
+    lines: list[str] = []
+    rows = module.bench_training_per_thread_count(
+        ops_library, 2, {"fc": parse_settings("fc", fc_settings())}, lines.append,
+        steps={"fc": 5}, cases=cases,
+    )  # fmt: skip
+    # Each count in its own process (TensorFlow's pools are fixed per process), ratios per count.
+    assert [(row["threads"], row["case"]) for row in rows] == [
+        (1, "dense"), (1, "sparse"), (machine, "dense"), (machine, "sparse"),
+    ]  # fmt: skip
+    assert [row["speedup_vs_dense"] for row in rows if row["case"] == "dense"] == [1.0, 1.0]
+    assert any(line.startswith("2 thread(s): fc sparse") for line in lines)

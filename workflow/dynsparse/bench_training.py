@@ -239,6 +239,67 @@ def bench_training(
     return rows
 
 
+def thread_counts(requested: int) -> list[int]:
+    """The thread counts the stage measures: 1 (as every training job runs) and the machine's."""
+    return sorted({1, bench_threads(requested)})
+
+
+def _bench_in_child(
+    ops_path: str, threads: int, settings: dict[str, ModelSettings], options: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """`bench_training` in a fresh Python process (`python -m dynsparse.bench_training`).
+
+    A subprocess, not multiprocessing: spawn re-imports the parent's main module (a Snakemake
+    stage script cannot be imported), and fork is unsafe once TensorFlow runs in the parent.
+    """
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    workflow_dir = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [workflow_dir, os.environ.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        job.write_bytes(pickle.dumps((ops_path, threads, settings, options)))
+        command = [sys.executable, "-m", "dynsparse.bench_training", str(job), str(result)]
+        done = subprocess.run(
+            command, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"bench_training at {threads} thread(s) failed (exit {done.returncode}):\n"
+                + done.stderr[-4000:]
+            )
+        rows, lines = pickle.loads(result.read_bytes())
+    return rows, lines
+
+
+def bench_training_per_thread_count(
+    ops_path: str,
+    requested_threads: int,
+    settings: dict[str, ModelSettings],
+    log: Callable[[str], None] = print,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """`bench_training` (with `options`) at each of `thread_counts(requested_threads)`, each in a
+    fresh process.
+
+    TensorFlow fixes its thread pools when it starts, so every count needs its own process. At
+    these sizes one thread is often the fastest for dense and sparse alike (thread hand-offs
+    cost more than they save), and the pipeline trains every sample on one thread; the machine's
+    count shows what more cores give. Each row's ratio is to dense at the same count.
+    """
+    rows: list[dict[str, Any]] = []
+    for threads in thread_counts(requested_threads):
+        part, lines = _bench_in_child(ops_path, threads, settings, options)
+        for line in lines:
+            log(f"{threads} thread(s): {line}")
+        rows += part
+    return rows
+
+
 def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
     import csv
 
@@ -254,3 +315,19 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
                     for key, value in row.items()
                 }
             )
+
+
+def _child_main(job_path: str, result_path: str) -> None:
+    import pickle
+    from pathlib import Path
+
+    ops_path, threads, settings, options = pickle.loads(Path(job_path).read_bytes())
+    lines: list[str] = []
+    rows = bench_training(ops_path, threads, settings, lines.append, **options)
+    Path(result_path).write_bytes(pickle.dumps((rows, lines)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child_main(*sys.argv[1:3])

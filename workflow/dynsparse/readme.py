@@ -157,6 +157,7 @@ TRAINING_COLUMNS = (
     Column("case", "case"),
     Column("block_size", "block"),
     Column("batch_size", "batch"),
+    Column("threads", "threads"),
     Column("samples_per_second", "samples/s", _fixed(0)),
     Column("speedup_vs_dense", "vs dense", _times),
     Column("held_floats_vs_dense", "memory vs dense", _times),
