@@ -514,10 +514,10 @@ def accuracy_vs_density_figure(results: Sequence[SampleResult]) -> Figure:
             seeds = sorted({g.final_test().n for g in members})
             ax.set_ylabel("final test accuracy (%), mean ± 95% CI")
             ax.set_title(
-                f"{model}: test accuracy against density ({'/'.join(map(str, seeds))} seeds)",
-                loc="left",
+                f"{model}: accuracy vs density ({'/'.join(map(str, seeds))} seeds)", loc="left"
             )
-            ax.legend(fontsize=8, loc="lower right")
+            # "best": a fixed corner hid the error bar of a point near it.
+            ax.legend(fontsize=8, loc="best")
     return figure
 
 
