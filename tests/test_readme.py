@@ -36,6 +36,12 @@ def empty_readme(tmp_path: Path) -> Path:
     return readme
 
 
+def updated_section(tmp_path: Path, results: Path, section: str) -> tuple[str, str]:
+    """The README (every section empty) after `update_readme`, and one section's text."""
+    text = update_readme(empty_readme(tmp_path), results, cpu="Test CPU, 2 cores")
+    return text, section_text(text, section)
+
+
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     root = tmp_path / "results"
@@ -124,9 +130,7 @@ def test_the_literature_table_puts_the_published_figure_beside_ours(
          "final_test_accuracy": "0.98"},
     ]  # fmt: skip
     write_csv(results / "literature/summary/table.csv", rows)
-    readme = empty_readme(tmp_path)
-    text = update_readme(readme, results, cpu="Test CPU, 2 cores")
-    body = section_text(text, "literature")
+    text, body = updated_section(tmp_path, results, "literature")
     assert "| snfs_0.1 | snfs | 0.100 | 3 | 98.12 ± 0.10% | 98.67% |" in body
     assert "| rigl_0.1 | rigl | 0.100 | 3 | 98.00% | – |" in body
     assert "Dettmers & Zettlemoyer 2019" in body and format_problems(text) == []
@@ -165,8 +169,7 @@ def test_the_literature_table_puts_dense_then_90_then_70_percent(
          row("static_0.3", "static", "0.3"), row("set_0.1", "set", "0.1"),
          row("set_0.3", "set", "0.3")],
     )  # fmt: skip
-    text = update_readme(empty_readme(tmp_path), results, cpu="Test CPU, 2 cores")
-    body = section_text(text, "literature")
+    text, body = updated_section(tmp_path, results, "literature")
     samples = [line.split("|")[1].strip() for line in body.splitlines()[4:]]
     assert samples == ["dense", "static_0.1", "set_0.1", "static_0.3", "set_0.3"]
     assert "| set_0.3 | set | 0.300 | 3 | 98.00% | – |" in body  # no published 70 % figure
@@ -185,9 +188,7 @@ def test_the_grow_batches_section_shows_both_frames_side_by_side(
          "difference_ci_high": "0.003"},
     ]  # fmt: skip
     write_csv(results / "grow-batches/summary/table.csv", rows)
-    readme = empty_readme(tmp_path)
-    text = update_readme(readme, results, cpu="Test CPU, 2 cores")
-    body = section_text(text, "grow_batches")
+    text, body = updated_section(tmp_path, results, "grow_batches")
     assert f"| {g1} | {n1} | 20 | 3 | 98.00% |" in body
     assert f"| {g10} | {n10} | 20 | 3 | 98.10% | +0.10 ± 0.20 pp vs {g1} |" in body
     assert "No frames 50, 100 of both samples" in body and format_problems(text) == []
@@ -196,7 +197,7 @@ def test_the_grow_batches_section_shows_both_frames_side_by_side(
             path = tmp_path / grow_frame(sample, frame)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"png")
-    body = section_text(update_readme(readme, results, cpu="Test CPU, 2 cores"), "grow_batches")
+    _, body = updated_section(tmp_path, results, "grow_batches")
     assert f"| frame | grow_batches: {n1} | grow_batches: {n10} |" in body
     for frame in GROW_FRAMES:
         images = f"| {frame} | ![frame {frame}, grow_batches {n1}]({grow_frame(g1, frame)}) | "
