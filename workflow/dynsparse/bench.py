@@ -256,8 +256,7 @@ def _ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 3) if denominator > 0 else float("nan")
 
 
-# Repetitions per timed loop: enough for ~LOOP_SECONDS, within LOOP_REPS. (A minimum of 1 saved
-# only 18 s of the stage's ~2 minutes and moved the large-shape ratios down by 10-20 %: kept at 4.)
+# Repetitions per timed loop: enough for ~LOOP_SECONDS, within LOOP_REPS.
 LOOP_SECONDS = 0.02
 LOOP_REPS = (4, 400)
 

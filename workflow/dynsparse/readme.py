@@ -341,16 +341,13 @@ def replace_section(readme: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", readme, count=1)
 
 
-def _kept_text(readme: str, name: str) -> str:
-    """The section's present text ("" when empty); an error when its markers are missing."""
-    replace_section(readme, name, "")
-    return section_text(readme, name)
-
-
 def section_text(readme: str, name: str) -> str:
+    """The section's present text ("" when empty)."""
     begin, end = begin_marker(name), end_marker(name)
-    start, stop = readme.index(begin) + len(begin), readme.index(end)
-    return readme[start:stop].strip("\n")
+    start, stop = readme.find(begin), readme.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"README has no {begin!r} ... {end!r} section")
+    return readme[start + len(begin) : stop].strip("\n")
 
 
 def _example(name: str, what: str) -> str:
@@ -384,7 +381,7 @@ def update_readme(readme_path: str | Path, results_dir: str | Path, cpu: str | N
         generate, missing = GENERATORS[name]
         body = generate(results_dir, cpu)
         if body is None:
-            body = _kept_text(text, name) or missing
+            body = section_text(text, name) or missing
         text = replace_section(text, name, body)
     path.write_text(text)
     return text
