@@ -33,10 +33,19 @@ struct KernelTable {
   using DenseGrad = void (*)(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
                              const T* dy, int64_t n_out, int64_t bs, Pooling pooling, T* grad);
 
+  // Both gradients of a block-size-1 product from one pass over dy: dx [m, n_in] = dy . W^T and
+  // dvalues [nnz], blocks grouped by input row, values in block order. Either output may be null
+  // (x too, when dvalues is).
+  using ElementBackward = absl::Status (*)(OpKernelContext* ctx, const T* x, const T* dy,
+                                           int64_t m, int64_t n_in, int64_t n_out,
+                                           const BlockGroups& by_row, const T* values, T* dx,
+                                           T* dvalues);
+
   const char* isa;
   Product product[kNumBlockSizes];  // indexed by BlockSizeIndex
   ValuesGrad values_grad[kNumBlockSizes];
   DenseGrad dense_grad;
+  ElementBackward element_backward;
 };
 
 namespace avx2 {

@@ -127,6 +127,12 @@ class BsmmProductOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, out_width_}), &out));
     if (m == 0 || out_width_ == 0) return;
     const T* w = Data<T>(values);
+    if (Kind::kByRow && bs_ == 1) {
+      OP_REQUIRES_OK(ctx, table->element_backward(ctx, nullptr, Data<T>(in), m, out_width_,
+                                                  in_width, *groups, w, MutableData<T>(out),
+                                                  nullptr));
+      return;
+    }
     Tensor values_t;
     if (Kind::kByRow && bs_ > 1) {
       OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
@@ -187,6 +193,74 @@ class BsmmValuesGradOp : public OpKernel {
  private:
   static constexpr char kOp[] = "BsmmValuesGrad";
   int64_t bs_;
+  GroupCache groups_;
+};
+
+// dx = dy . W^T (when compute_dx) and dvalues = (x^T . dy) at the blocks, from one grouping of
+// the blocks by input row; at block size 1 from one pass over dy (ElementBackward).
+template <typename T>
+class BsmmBackwardOp : public OpKernel {
+ public:
+  explicit BsmmBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
+    OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
+    OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& dy = ctx->input(1);
+    const Tensor& values = ctx->input(2);
+    const Tensor& rows = ctx->input(3);
+    const Tensor& cols = ctx->input(4);
+    OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", x, 2));
+    OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, 2));
+    OP_REQUIRES_OK(ctx, CheckSameBatch(kOp, x, dy));
+    OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, &values, rows, cols, bs_));
+    const int64_t m = x.dim_size(0);
+    const int64_t n_in = x.dim_size(1);
+    const int64_t n_out = dy.dim_size(1);
+    OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
+    OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
+    const KernelTable<T>* table = TableOrFail<T>(ctx);
+    if (table == nullptr) return;
+    const int64_t nnz = rows.dim_size(0);
+    const int32_t* rows_data = Data<int32_t>(rows);
+    std::shared_ptr<const BlockGroups> by_row;
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows_data, Data<int32_t>(cols), nnz, n_in / bs_,
+                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &by_row));
+    Tensor* dx = nullptr;
+    Tensor* dvalues = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({compute_dx_ ? m : 0, n_in}), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({nnz, bs_, bs_}), &dvalues));
+    T* dx_data = compute_dx_ ? MutableData<T>(dx) : nullptr;
+    T* dv = MutableData<T>(dvalues);
+    if (m == 0 || nnz == 0) {
+      std::fill_n(dv, nnz * bs_ * bs_, T(0));
+      if (dx_data != nullptr) std::fill_n(dx_data, m * n_in, T(0));
+      return;
+    }
+    const T* w = Data<T>(values);
+    if (bs_ == 1) {
+      OP_REQUIRES_OK(ctx, table->element_backward(ctx, Data<T>(x), Data<T>(dy), m, n_in, n_out,
+                                                  *by_row, w, dx_data, dv));
+      return;
+    }
+    const int size_index = BlockSizeIndex(bs_);
+    if (dx_data != nullptr) {
+      Tensor values_t;
+      OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
+      OP_REQUIRES_OK(ctx, table->product[size_index](ctx, Data<T>(dy), m, n_out, *by_row,
+                                                     Data<T>(values_t), dx_data, n_in));
+    }
+    OP_REQUIRES_OK(ctx, table->values_grad[size_index](ctx, Data<T>(x), m, n_in, Data<T>(dy),
+                                                       n_out, *by_row, rows_data, dv));
+  }
+
+ private:
+  static constexpr char kOp[] = "BsmmBackward";
+  int64_t bs_;
+  bool compute_dx_;
   GroupCache groups_;
 };
 
@@ -275,6 +349,9 @@ class BsmmIsaOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmValuesGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),              \
       BsmmValuesGradOp<T>);                                                                      \
+  REGISTER_KERNEL_BUILDER(                                                                       \
+      Name("BsmmBackward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),                \
+      BsmmBackwardOp<T>);                                                                        \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmDenseGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),               \
       BsmmDenseGradOp<T>);

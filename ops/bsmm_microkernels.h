@@ -144,6 +144,42 @@ inline void Transpose8x8<float>(const float* src, int64_t ld_src, float* dst, in
   _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x31));
 }
 
+// Scratch memory of the calling thread, reused across calls (grown, never shrunk): the per-chunk
+// transposes of the products live there, so they stay in this core's cache between being written
+// and being read.
+template <typename T>
+T* ThreadScratch(int slot, int64_t size) {
+  thread_local std::vector<T> buffers[3];
+  std::vector<T>& buffer = buffers[slot];
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// Rows [0, rows) of src [.., width] (row stride width) transposed into dst [width][padded], rows
+// padded with zeros up to `padded`: one batch chunk of BatchChunks' layout. 16 rows at a time, so
+// that src is read as 16 streams and every 64-byte line of dst is written whole.
+template <typename T>
+void TransposeChunk(const T* src, int64_t width, int64_t rows, int64_t padded, T* dst) {
+  const int64_t full_rows = rows / 8 * 8;
+  const int64_t full_k = width / 8 * 8;
+  int64_t r = 0;
+  for (; r + 16 <= full_rows; r += 16) {
+    for (int64_t k = 0; k < full_k; k += 8) {
+      Transpose8x8<T>(src + r * width + k, width, dst + k * padded + r, padded);
+      Transpose8x8<T>(src + (r + 8) * width + k, width, dst + k * padded + r + 8, padded);
+    }
+  }
+  if (r < full_rows) {
+    for (int64_t k = 0; k < full_k; k += 8) {
+      Transpose8x8<T>(src + r * width + k, width, dst + k * padded + r, padded);
+    }
+  }
+  for (int64_t k = 0; k < width; ++k) {
+    for (int64_t i = k < full_k ? full_rows : 0; i < rows; ++i) dst[k * padded + i] = src[i * width + k];
+    for (int64_t i = rows; i < padded; ++i) dst[k * padded + i] = T(0);
+  }
+}
+
 template <typename T>
 void PackBatchChunks(OpKernelContext* ctx, const T* src, const BatchChunks<T>& layout, T* dst) {
   constexpr int64_t kColumns = 64;
@@ -336,46 +372,51 @@ inline void SparseAxpyDispatch(int nv, const T* chunk, int64_t stride, const int
   kTable[nv - 1](chunk, stride, other, values, order, n, out);
 }
 
-// Output columns [col_begin, col_end) of out [m, ld_out]: column j is the sum over its group's
-// entries p of weight(p) * in[:, other[p]] (weight(p) as in SparseAxpy), with `in` packed as
-// BatchChunks. Chunks are the outer loop so that one chunk of `in` stays in cache for all the
-// columns of the shard.
+// Output columns [col_begin, col_end) of one batch chunk's rows of out (`rows` rows from `out`,
+// row stride ld_out): column j is the sum over its group's entries p of weight(p) * in[:, other[p]]
+// (weight(p) as in SparseAxpy), with the chunk of `in` transposed as [width][stride].
+template <typename T>
+void SparseColumnsChunk(const T* chunk, int64_t stride, int64_t rows, const int32_t* ptr,
+                        const int32_t* other, const T* values, const int32_t* order,
+                        int64_t col_begin, int64_t col_end, T* out, int64_t ld_out) {
+  constexpr int L = NativeLanes<T>();
+  constexpr int G = 16;
+  alignas(64) T buf[G][BatchChunks<T>::kChunk];
+  const int nv = static_cast<int>(stride / L);
+  for (int64_t j0 = col_begin; j0 < col_end; j0 += G) {
+    const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
+    for (int jj = 0; jj < g; ++jj) {
+      const int64_t begin = ptr[j0 + jj];
+      SparseAxpyDispatch<T>(nv, chunk, stride, other + begin,
+                            order != nullptr ? values : values + begin,
+                            order != nullptr ? order + begin : nullptr, ptr[j0 + jj + 1] - begin,
+                            buf[jj]);
+    }
+    // buf [g columns][rows] into out's rows: 8 x 8 tile transposes, the edges one by one.
+    const int full_g = g / 8 * 8;
+    const int64_t full_rows = rows / 8 * 8;
+    for (int64_t r = 0; r < full_rows; r += 8) {
+      for (int jj = 0; jj < full_g; jj += 8) {
+        Transpose8x8<T>(&buf[jj][r], BatchChunks<T>::kChunk, out + r * ld_out + j0 + jj, ld_out);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      T* dst = out + r * ld_out + j0;
+      for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) dst[jj] = buf[jj][r];
+    }
+  }
+}
+
+// SparseColumnsChunk over every chunk of `packed` (BatchChunks layout), chunks outermost so that
+// one chunk of `in` stays in cache for all the columns of the shard.
 template <typename T>
 void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t* ptr,
                    const int32_t* other, const T* values, const int32_t* order, int64_t col_begin,
                    int64_t col_end, T* out, int64_t ld_out) {
-  constexpr int L = NativeLanes<T>();
-  constexpr int G = 16;
-  alignas(64) T buf[G][BatchChunks<T>::kChunk];
   for (int64_t c = 0; c < layout.count(); ++c) {
-    const T* chunk = packed + layout.offset(c);
-    const int64_t stride = layout.padded(c);
-    const int64_t rows = layout.rows(c);
-    const int64_t m0 = c * BatchChunks<T>::kChunk;
-    const int nv = static_cast<int>(stride / L);
-    for (int64_t j0 = col_begin; j0 < col_end; j0 += G) {
-      const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
-      for (int jj = 0; jj < g; ++jj) {
-        const int64_t begin = ptr[j0 + jj];
-        SparseAxpyDispatch<T>(nv, chunk, stride, other + begin,
-                              order != nullptr ? values : values + begin,
-                              order != nullptr ? order + begin : nullptr,
-                              ptr[j0 + jj + 1] - begin, buf[jj]);
-      }
-      // buf [g columns][rows] into out's rows: 8 x 8 tile transposes, the edges one by one.
-      const int full_g = g / 8 * 8;
-      const int64_t full_rows = rows / 8 * 8;
-      for (int64_t r = 0; r < full_rows; r += 8) {
-        for (int jj = 0; jj < full_g; jj += 8) {
-          Transpose8x8<T>(&buf[jj][r], BatchChunks<T>::kChunk, out + (m0 + r) * ld_out + j0 + jj,
-                          ld_out);
-        }
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        T* dst = out + (m0 + r) * ld_out + j0;
-        for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) dst[jj] = buf[jj][r];
-      }
-    }
+    SparseColumnsChunk<T>(packed + layout.offset(c), layout.padded(c), layout.rows(c), ptr, other,
+                          values, order, col_begin, col_end,
+                          out + c * BatchChunks<T>::kChunk * ld_out, ld_out);
   }
 }
 

@@ -3,6 +3,7 @@
 //   BsmmForward     y  [M, n_out]         = x [M, n_in] . W
 //   BsmmInputGrad   dx [M, n_in]          = dy [M, n_out] . W^T
 //   BsmmValuesGrad  dvalues [nnz, bs, bs] = (x^T . dy) at the non-zero blocks only
+//   BsmmBackward    both of the above in one op (dx optional): the gradient of BsmmForward
 //   BsmmDenseGrad   |x^T . dy|, [n_in, n_out] (NONE) or pooled per block [n_in/bs, n_out/bs]
 //   BsmmIsa         the instruction-set variant of the kernels in use, and the supported ones
 //
@@ -143,6 +144,40 @@ REGISTER_OP("BsmmValuesGrad")
       return absl::OkStatus();
     })
     .Doc("Gradient of the block values: (x^T . dy) at the non-zero blocks only.");
+
+REGISTER_OP("BsmmBackward")
+    .Input("x: T")
+    .Input("dy: T")
+    .Input("values: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Output("dx: T")
+    .Output("dvalues: T")
+    .Attr("T: {float, double}")
+    .Attr("block_size: int")
+    .Attr("compute_dx: bool = true")
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      constexpr char kOp[] = "BsmmBackward";
+      int64_t bs;
+      bool compute_dx;
+      TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      TF_RETURN_IF_ERROR(c->GetAttr("compute_dx", &compute_dx));
+      ShapeHandle x, dy;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
+      DimensionHandle batch, nnz;
+      TF_RETURN_IF_ERROR(SameBatch(c, kOp, x, dy, &batch));
+      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 2, 3, bs, &nnz));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", c->Dim(x, 1), bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", c->Dim(dy, 1), bs));
+      c->set_output(0, c->MakeShape({compute_dx ? batch : c->MakeDim(0), c->Dim(x, 1)}));
+      c->set_output(1, c->MakeShape({nnz, bs, bs}));
+      return absl::OkStatus();
+    })
+    .Doc(
+        "The gradient of BsmmForward in one op: dx = dy . W^T ([batch, n_in]; an empty "
+        "[0, n_in] without compute_dx) and dvalues = (x^T . dy) at the non-zero blocks, reading "
+        "dy once for both.");
 
 REGISTER_OP("BsmmDenseGrad")
     .Input("x: T")

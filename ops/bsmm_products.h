@@ -30,6 +30,7 @@ using tensorflow::TensorShape;
 
 #include "bsmm_microkernels.h"
 
+
 template <typename T>
 absl::Status AllocateTemp(OpKernelContext* ctx, int64_t size, Tensor* out) {
   return ctx->allocate_temp(DataTypeToEnum<T>::value, TensorShape({size}), out);
@@ -156,53 +157,89 @@ absl::Status ValuesGradBlocks(OpKernelContext* ctx, const T* x, int64_t m, int64
   return absl::OkStatus();
 }
 
+// Both gradients of a block-size-1 product in one pass over the batch, a chunk of rows at a time
+// (the unit of work): the chunk of dy is transposed once, into this thread's scratch where it
+// stays in cache, and read by
+//   the input gradient   dx[m, k] = sum over row k's entries of W[k, j] dy[m, j]   (dx != null)
+//   the values gradient  dvalues[b] = sum_m x[m, k] dy[m, j] for block b = (k, j)  (dvalues != null)
+// The values gradient sums each chunk's dot products in chunk order, so the result depends on
+// the chunk size, never on the threads.
 template <typename T>
-absl::Status ValuesGradElements(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
-                                const T* dy, int64_t n_out, const BlockGroups& by_row,
-                                T* dvalues) {
+absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy, int64_t m,
+                             int64_t n_in, int64_t n_out, const BlockGroups& by_row,
+                             const T* values, T* dx, T* dvalues) {
   constexpr int L = NativeLanes<T>();
-  const BatchChunks<T> x_layout{m, n_in};
-  const BatchChunks<T> dy_layout{m, n_out};
-  Tensor x_chunks, dy_chunks;
-  TF_RETURN_IF_ERROR(Chunks<T>(ctx, x, x_layout, &x_chunks));
-  TF_RETURN_IF_ERROR(Chunks<T>(ctx, dy, dy_layout, &dy_chunks));
-  const T* xc = Data<T>(x_chunks);
-  const T* dyc = Data<T>(dy_chunks);
-  const int64_t cost = (m + 8) * (1 + by_row.size() / std::max<int64_t>(n_in, 1)) / 2;
-  // Unit: an input row; its entries are summed chunk by chunk in chunk order.
-  ParallelUnits(ctx, n_in, cost, [&](int64_t begin, int64_t end) {
-    const int32_t p0 = by_row.ptr[begin];
-    const int32_t p1 = by_row.ptr[end];
-    // Sums go straight into dvalues when the blocks are in row order; else into `total` first.
-    std::unique_ptr<T[]> total_buffer(by_row.in_order ? nullptr : new T[p1 - p0]);
-    std::unique_ptr<T[]> part(x_layout.count() > 1 ? new T[p1 - p0] : nullptr);
-    T* total = by_row.in_order ? dvalues + p0 : total_buffer.get();
-    for (int64_t c = 0; c < x_layout.count(); ++c) {
-      const int64_t stride = x_layout.padded(c);
-      const int nv = static_cast<int>(stride / L);
-      const T* x_chunk = xc + x_layout.offset(c);
-      const T* dy_chunk = dyc + dy_layout.offset(c);
-      T* out = c == 0 ? total : part.get();
-      for (int64_t k = begin; k < end; ++k) {
-        const int32_t q = by_row.ptr[k];
-        ChunkDotsDispatch<T>(nv, x_chunk + k * stride, dy_chunk, stride, by_row.other.get() + q,
-                             by_row.ptr[k + 1] - q, out + (q - p0));
+  constexpr int64_t kChunk = BatchChunks<T>::kChunk;
+  const BatchChunks<T> layout{m, n_in};
+  const int64_t chunks = layout.count();
+  const int64_t nnz = by_row.size();
+  // Values gradient: chunk 0 straight into `total`, the others into `parts`, then summed.
+  Tensor parts, total_temp, weight_temp;
+  T* total = nullptr;
+  T* part = nullptr;
+  if (dvalues != nullptr) {
+    if (chunks > 1) TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, (chunks - 1) * nnz, &parts));
+    if (!by_row.in_order) TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, nnz, &total_temp));
+    total = by_row.in_order ? dvalues : MutableData<T>(&total_temp);
+    part = chunks > 1 ? MutableData<T>(&parts) : nullptr;
+  }
+  // Input gradient: the weights in group order, gathered once when every chunk reads them.
+  const T* weight = values;
+  const int32_t* order = by_row.in_order ? nullptr : by_row.order.get();
+  if (dx != nullptr && order != nullptr && chunks > 1) {
+    TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, nnz, &weight_temp));
+    T* gathered = MutableData<T>(&weight_temp);
+    for (int64_t p = 0; p < nnz; ++p) gathered[p] = values[order[p]];
+    weight = gathered;
+    order = nullptr;
+  }
+  const int64_t products = (dx != nullptr) + (dvalues != nullptr);
+  const int64_t cost = kChunk * (n_in + n_out) / 2 + kChunk * nnz * products / 8;
+  ParallelUnits(ctx, chunks, cost, [&](int64_t begin, int64_t end) {
+    T* x_t = ThreadScratch<T>(0, n_in * kChunk);
+    T* dy_t = ThreadScratch<T>(1, n_out * kChunk);
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t rows = layout.rows(c);
+      const int64_t stride = layout.padded(c);
+      TransposeChunk<T>(dy + c * kChunk * n_out, n_out, rows, stride, dy_t);
+      if (dvalues != nullptr) {
+        TransposeChunk<T>(x + c * kChunk * n_in, n_in, rows, stride, x_t);
+        const int nv = static_cast<int>(stride / L);
+        T* out = c == 0 ? total : part + (c - 1) * nnz;
+        for (int64_t k = 0; k < n_in; ++k) {
+          const int32_t q = by_row.ptr[k];
+          ChunkDotsDispatch<T>(nv, x_t + k * stride, dy_t, stride, by_row.other.get() + q,
+                               by_row.ptr[k + 1] - q, out + q);
+        }
       }
-      if (c > 0) {
-        for (int32_t i = 0; i < p1 - p0; ++i) total[i] += part[i];
+      if (dx != nullptr) {
+        SparseColumnsChunk<T>(dy_t, stride, rows, by_row.ptr.get(), by_row.other.get(), weight,
+                              order, 0, n_in, dx + c * kChunk * n_in, n_in);
       }
-    }
-    if (!by_row.in_order) {
-      for (int32_t p = p0; p < p1; ++p) dvalues[by_row.order[p]] = total[p - p0];
     }
   });
+  if (dvalues == nullptr) return absl::OkStatus();
+  constexpr int64_t kSumUnit = 4096;
+  if (chunks > 1) {
+    ParallelUnits(ctx, (nnz + kSumUnit - 1) / kSumUnit, kSumUnit * chunks,
+                  [&](int64_t begin, int64_t end) {
+                    const int64_t p1 = std::min(nnz, end * kSumUnit);
+                    for (int64_t c = 1; c < chunks; ++c) {
+                      const T* from = part + (c - 1) * nnz;
+                      for (int64_t p = begin * kSumUnit; p < p1; ++p) total[p] += from[p];
+                    }
+                  });
+  }
+  if (!by_row.in_order) {
+    for (int64_t p = 0; p < nnz; ++p) dvalues[by_row.order[p]] = total[p];
+  }
   return absl::OkStatus();
 }
 
 template <typename T>
 absl::Status ValuesGrad1(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in, const T* dy,
                          int64_t n_out, const BlockGroups& by_row, const int32_t*, T* dvalues) {
-  return ValuesGradElements<T>(ctx, x, m, n_in, dy, n_out, by_row, dvalues);
+  return ElementBackward<T>(ctx, x, dy, m, n_in, n_out, by_row, nullptr, nullptr, dvalues);
 }
 
 constexpr int64_t kDenseGradTile = 64;  // a multiple of every block size
@@ -286,6 +323,7 @@ const KernelTable<T>& Table() {
       {&ValuesGrad1<T>, &ValuesGradBlocks<T, 4>, &ValuesGradBlocks<T, 8>,
        &ValuesGradBlocks<T, 16>},
       &DenseGrad<T>,
+      &ElementBackward<T>,
   };
   return table;
 }

@@ -30,6 +30,7 @@ OP_NAMES = (
     "BsmmForward",
     "BsmmInputGrad",
     "BsmmValuesGrad",
+    "BsmmBackward",
     "BsmmDenseGrad",
     "BsmmIsa",
     "DynsparseApplyAdam",
@@ -169,24 +170,28 @@ def _register_gradients() -> None:
 
 
 def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
-    """dX = dY . W^T and dValues = (X^T . dY) at the non-zero blocks; none for rows/cols."""
+    """dX = dY . W^T and dValues = (X^T . dY) at the non-zero blocks, in one op that reads dY once
+    (BsmmBackward); none for rows/cols."""
     module = loaded_ops()
     x, values, rows, cols = op.inputs
     block_size = op.get_attr("block_size")
     n_in = x.shape[-1]
-    # Eager backprop says which inputs need no gradient (e.g. the model input).
+    # Backprop says which inputs need no gradient (e.g. the model input).
     skip = getattr(op, "skip_input_indices", None) or ()
-    dx = None
-    if 0 not in skip:
-        if n_in is None:
-            raise ValueError(
-                "BsmmForward gradient: x's number of columns (n_in) must be known statically"
-            )
+    need_dx, need_dvalues = 0 not in skip, 1 not in skip
+    if need_dx and n_in is None:
+        raise ValueError(
+            "BsmmForward gradient: x's number of columns (n_in) must be known statically"
+        )
+    if need_dx and not need_dvalues:
         dx = module.bsmm_input_grad(dy, values, rows, cols, block_size=block_size, n_in=n_in)
-    dvalues = None
-    if 1 not in skip:
-        dvalues = module.bsmm_values_grad(x, dy, rows, cols, block_size=block_size)
-    return [dx, dvalues, None, None]
+        return [dx, None, None, None]
+    if not need_dvalues:
+        return [None, None, None, None]
+    dx, dvalues = module.bsmm_backward(
+        x, dy, values, rows, cols, block_size=block_size, compute_dx=need_dx
+    )
+    return [dx if need_dx else None, dvalues, None, None]
 
 
 def _dropout_grad(op: Any, dy: tf.Tensor, _dmask: tf.Tensor) -> list[tf.Tensor | None]:
