@@ -18,6 +18,15 @@ namespace dynsparse {
 
 enum class Pooling { kNone, kSum, kAvg, kMax };
 
+// Block size 1: the forward walks the non-zeros grouped by output column (gathering rows of the
+// transposed input into registers), except for a small batch mapped to a narrower output, where it
+// walks them by input row (scattering into the transposed output, which stays in L1, and reading
+// the values in RigL's row order instead of gathering them by column on every call).
+inline constexpr int64_t kElementScatterRows = 64;
+inline bool ElementForwardByRow(int64_t m, int64_t n_in, int64_t n_out) {
+  return n_out < n_in && m <= kElementScatterRows;
+}
+
 template <typename T>
 struct KernelTable {
   // out [m, out_width] = in [m, in_width] . W, W's blocks grouped by output block-column with
@@ -33,18 +42,22 @@ struct KernelTable {
   using DenseGrad = void (*)(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
                              const T* dy, int64_t n_out, int64_t bs, Pooling pooling, T* grad);
 
-  // Both gradients of a block-size-1 product from one pass over dy: dx [m, n_in] = dy . W^T and
-  // dvalues [nnz], blocks grouped by input row, values in block order. Either output may be null
-  // (x too, when dvalues is).
+  // Block size 1: y [m, n_out] = x [m, n_in] . W, blocks grouped as ElementForwardByRow says.
+  using ElementForward = absl::Status (*)(OpKernelContext* ctx, const T* x, int64_t m,
+                                          int64_t n_in, int64_t n_out, const BlockGroups& groups,
+                                          const T* values, T* y);
+  // Block size 1, both gradients from one pass over dy: dx [m, n_in] = dy . W^T and dvalues
+  // [nnz], blocks grouped by input row. Either output may be null (x too, when dvalues is).
   using ElementBackward = absl::Status (*)(OpKernelContext* ctx, const T* x, const T* dy,
                                            int64_t m, int64_t n_in, int64_t n_out,
-                                           const BlockGroups& by_row, const T* values, T* dx,
+                                           const BlockGroups& groups, const T* values, T* dx,
                                            T* dvalues);
 
   const char* isa;
-  Product product[kNumBlockSizes];  // indexed by BlockSizeIndex
+  Product product[kNumBlockSizes];  // indexed by BlockSizeIndex; null for block size 1
   ValuesGrad values_grad[kNumBlockSizes];
   DenseGrad dense_grad;
+  ElementForward element_forward;
   ElementBackward element_backward;
 };
 

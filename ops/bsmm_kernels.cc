@@ -119,18 +119,22 @@ class BsmmProductOp : public OpKernel {
     if (table == nullptr) return;
     const int64_t n_in = Kind::kByRow ? out_width_ : in_width;
     const int64_t n_out = Kind::kByRow ? in_width : out_width_;
+    const bool by_row = Kind::kByRow || (bs_ == 1 && ElementForwardByRow(m, n_in, n_out));
     std::shared_ptr<const BlockGroups> groups;
     OP_REQUIRES_OK(ctx, groups_.Get(ctx, op, Data<int32_t>(rows), Data<int32_t>(cols),
                                     rows.dim_size(0), n_in / bs_, n_out / bs_, n_in, n_out, bs_,
-                                    Kind::kByRow, &groups));
+                                    by_row, &groups));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, out_width_}), &out));
     if (m == 0 || out_width_ == 0) return;
     const T* w = Data<T>(values);
-    if (Kind::kByRow && bs_ == 1) {
-      OP_REQUIRES_OK(ctx, table->element_backward(ctx, nullptr, Data<T>(in), m, out_width_,
-                                                  in_width, *groups, w, MutableData<T>(out),
-                                                  nullptr));
+    if (bs_ == 1) {
+      const T* input = Data<T>(in);
+      T* output = MutableData<T>(out);
+      OP_REQUIRES_OK(ctx, Kind::kByRow ? table->element_backward(ctx, nullptr, input, m, n_in,
+                                                                 n_out, *groups, w, output, nullptr)
+                                       : table->element_forward(ctx, input, m, n_in, n_out,
+                                                                *groups, w, output));
       return;
     }
     Tensor values_t;
@@ -175,9 +179,9 @@ class BsmmValuesGradOp : public OpKernel {
     if (table == nullptr) return;
     const int64_t nnz = rows.dim_size(0);
     const int32_t* rows_data = Data<int32_t>(rows);
-    std::shared_ptr<const BlockGroups> by_row;
+    std::shared_ptr<const BlockGroups> groups;
     OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows_data, Data<int32_t>(cols), nnz, n_in / bs_,
-                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &by_row));
+                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &groups));
     Tensor* dvalues = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({nnz, bs_, bs_}), &dvalues));
     T* dv = MutableData<T>(dvalues);
@@ -186,8 +190,13 @@ class BsmmValuesGradOp : public OpKernel {
       std::fill_n(dv, nnz * bs_ * bs_, T(0));
       return;
     }
+    if (bs_ == 1) {
+      OP_REQUIRES_OK(ctx, table->element_backward(ctx, Data<T>(x), Data<T>(dy), m, n_in, n_out,
+                                                  *groups, nullptr, nullptr, dv));
+      return;
+    }
     OP_REQUIRES_OK(ctx, table->values_grad[BlockSizeIndex(bs_)](
-                            ctx, Data<T>(x), m, n_in, Data<T>(dy), n_out, *by_row, rows_data, dv));
+                            ctx, Data<T>(x), m, n_in, Data<T>(dy), n_out, *groups, rows_data, dv));
   }
 
  private:
@@ -197,7 +206,7 @@ class BsmmValuesGradOp : public OpKernel {
 };
 
 // dx = dy . W^T (when compute_dx) and dvalues = (x^T . dy) at the blocks, from one grouping of
-// the blocks by input row; at block size 1 from one pass over dy (ElementBackward).
+// the blocks; at block size 1 from one pass over dy (ElementBackward).
 template <typename T>
 class BsmmBackwardOp : public OpKernel {
  public:
@@ -226,9 +235,9 @@ class BsmmBackwardOp : public OpKernel {
     if (table == nullptr) return;
     const int64_t nnz = rows.dim_size(0);
     const int32_t* rows_data = Data<int32_t>(rows);
-    std::shared_ptr<const BlockGroups> by_row;
+    std::shared_ptr<const BlockGroups> groups;
     OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows_data, Data<int32_t>(cols), nnz, n_in / bs_,
-                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &by_row));
+                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &groups));
     Tensor* dx = nullptr;
     Tensor* dvalues = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({compute_dx_ ? m : 0, n_in}), &dx));
@@ -243,18 +252,18 @@ class BsmmBackwardOp : public OpKernel {
     const T* w = Data<T>(values);
     if (bs_ == 1) {
       OP_REQUIRES_OK(ctx, table->element_backward(ctx, Data<T>(x), Data<T>(dy), m, n_in, n_out,
-                                                  *by_row, w, dx_data, dv));
+                                                  *groups, w, dx_data, dv));
       return;
     }
     const int size_index = BlockSizeIndex(bs_);
     if (dx_data != nullptr) {
       Tensor values_t;
       OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
-      OP_REQUIRES_OK(ctx, table->product[size_index](ctx, Data<T>(dy), m, n_out, *by_row,
+      OP_REQUIRES_OK(ctx, table->product[size_index](ctx, Data<T>(dy), m, n_out, *groups,
                                                      Data<T>(values_t), dx_data, n_in));
     }
     OP_REQUIRES_OK(ctx, table->values_grad[size_index](ctx, Data<T>(x), m, n_in, Data<T>(dy),
-                                                       n_out, *by_row, rows_data, dv));
+                                                       n_out, *groups, rows_data, dv));
   }
 
  private:

@@ -82,13 +82,15 @@ void PackPanels(OpKernelContext* ctx, const T* src, int64_t m, int64_t width, in
   });
 }
 
-// Batch chunks for block size 1: the batch split into chunks of kChunk rows, each stored
+// Batch chunks: the batch split into chunks of kChunk rows (kVectors vectors), each stored
 // transposed as [width, padded rows] with the rows padded to whole vectors (zeros), so that a
-// column's slice of a chunk is a few contiguous vectors and one chunk of all columns fits in L2.
-template <typename T>
+// column's slice of a chunk is a few contiguous vectors. Block size 4 packs all chunks at once (8
+// vectors); block size 1 transposes one chunk at a time into a thread's scratch (4 vectors, so
+// that the side of the product it reads or updates at random stays in L1).
+template <typename T, int kVectors = 8>
 struct BatchChunks {
   static constexpr int kLanes = NativeLanes<T>();
-  static constexpr int64_t kChunk = 8 * kLanes;
+  static constexpr int64_t kChunk = kVectors * kLanes;
   int64_t m;
   int64_t width;
   int64_t count() const { return (m + kChunk - 1) / kChunk; }
@@ -177,6 +179,24 @@ void TransposeChunk(const T* src, int64_t width, int64_t rows, int64_t padded, T
   for (int64_t k = 0; k < width; ++k) {
     for (int64_t i = k < full_k ? full_rows : 0; i < rows; ++i) dst[k * padded + i] = src[i * width + k];
     for (int64_t i = rows; i < padded; ++i) dst[k * padded + i] = T(0);
+  }
+}
+
+// The inverse of TransposeChunk: dst rows [0, rows) (row stride ld) from src [width][stride].
+template <typename T>
+void UntransposeChunk(const T* src, int64_t width, int64_t stride, int64_t rows, T* dst,
+                      int64_t ld) {
+  const int64_t full_rows = rows / 8 * 8;
+  const int64_t full_k = width / 8 * 8;
+  for (int64_t r = 0; r < full_rows; r += 8) {
+    for (int64_t k = 0; k < full_k; k += 8) {
+      Transpose8x8<T>(src + k * stride + r, stride, dst + r * ld + k, ld);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = r < full_rows ? full_k : 0; k < width; ++k) {
+      dst[r * ld + k] = src[k * stride + r];
+    }
   }
 }
 
@@ -370,6 +390,37 @@ inline void SparseAxpyDispatch(int nv, const T* chunk, int64_t stride, const int
                                const T* values, const int32_t* order, int64_t n, T* out) {
   static constexpr auto kTable = SparseAxpyTable<T>(std::make_integer_sequence<int, 8>());
   kTable[nv - 1](chunk, stride, other, values, order, n, out);
+}
+
+// Micro-kernel 2b (block size 1, scatter): one row of a chunk (NV vectors, kept in registers)
+// added into several rows of another, out[other[p] * stride : +NV*L] += w[p] * row, in p order.
+template <typename T, int NV>
+inline void ScatterAxpy(const T* row, T* out, int64_t stride, const int32_t* other, const T* w,
+                        int64_t n) {
+  constexpr int L = NativeLanes<T>();
+  using V = Vec<T, L>;
+  V r[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) r[v] = Load<V>(row + v * L);
+  for (int64_t p = 0; p < n; ++p) {
+    T* dst = out + other[p] * stride;
+    const T wp = w[p];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) Store(dst + v * L, Load<V>(dst + v * L) + wp * r[v]);
+  }
+}
+
+// ScatterAxpy<T, nv> for nv = 1 .. 8, indexed by nv - 1.
+template <typename T, int... NV>
+constexpr auto ScatterAxpyTable(std::integer_sequence<int, NV...>) {
+  using Fn = void (*)(const T*, T*, int64_t, const int32_t*, const T*, int64_t);
+  return std::array<Fn, sizeof...(NV)>{&ScatterAxpy<T, NV + 1>...};
+}
+template <typename T>
+inline void ScatterAxpyDispatch(int nv, const T* row, T* out, int64_t stride, const int32_t* other,
+                                const T* w, int64_t n) {
+  static constexpr auto kTable = ScatterAxpyTable<T>(std::make_integer_sequence<int, 8>());
+  kTable[nv - 1](row, out, stride, other, w, n);
 }
 
 // Output columns [col_begin, col_end) of one batch chunk's rows of out (`rows` rows from `out`,

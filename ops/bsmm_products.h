@@ -77,39 +77,6 @@ absl::Status Chunks(OpKernelContext* ctx, const T* x, const BatchChunks<T>& layo
   return absl::OkStatus();
 }
 
-// out[m, j] = sum over group j of values[b] * in[m, other], for every group j (output column, or
-// input row for the input gradient).
-template <typename T>
-absl::Status ElementProduct(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
-                            const BlockGroups& groups, const T* values, T* out,
-                            int64_t out_width) {
-  constexpr int64_t kColumns = 16;
-  const BatchChunks<T> layout{m, in_width};
-  Tensor packed;
-  TF_RETURN_IF_ERROR(Chunks<T>(ctx, in, layout, &packed));
-  const T* packed_data = Data<T>(packed);
-  // The weights in group order: read through the permutation in the kernel for one batch chunk,
-  // gathered once per shard for several (each chunk reads them again), not at all in order.
-  const bool gather = !groups.in_order && layout.count() > 1;
-  std::unique_ptr<T[]> weight(gather ? new T[std::max<int64_t>(groups.size(), 1)] : nullptr);
-  const int32_t* order = groups.in_order || gather ? nullptr : groups.order.get();
-  const int64_t units = (out_width + kColumns - 1) / kColumns;
-  const int64_t cost =
-      m * (kColumns + (groups.size() * kColumns) / std::max<int64_t>(out_width, 1)) / 4;
-  ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
-    const int64_t j0 = begin * kColumns;
-    const int64_t j1 = std::min(out_width, end * kColumns);
-    if (gather) {
-      for (int32_t p = groups.ptr[j0]; p < groups.ptr[j1]; ++p) {
-        weight[p] = values[groups.order[p]];
-      }
-    }
-    SparseColumns<T>(packed_data, layout, groups.ptr.get(), groups.other.get(),
-                     gather ? weight.get() : values, order, j0, j1, out, out_width);
-  });
-  return absl::OkStatus();
-}
-
 // Block sizes 8 and 16, for the forward op (groups by column, w = values) and the input gradient
 // (groups by row, w = values^T).
 template <typename T, int B>
@@ -157,46 +124,124 @@ absl::Status ValuesGradBlocks(OpKernelContext* ctx, const T* x, int64_t m, int64
   return absl::OkStatus();
 }
 
-// Both gradients of a block-size-1 product in one pass over the batch, a chunk of rows at a time
-// (the unit of work): the chunk of dy is transposed once, into this thread's scratch where it
-// stays in cache, and read by
-//   the input gradient   dx[m, k] = sum over row k's entries of W[k, j] dy[m, j]   (dx != null)
-//   the values gradient  dvalues[b] = sum_m x[m, k] dy[m, j] for block b = (k, j)  (dvalues != null)
-// The values gradient sums each chunk's dot products in chunk order, so the result depends on
-// the chunk size, never on the threads.
+// ---- block size 1: a chunk of batch rows at a time --------------------------------------------
+//
+// Each unit of work is a chunk of rows. The chunk's slice of every operand read in full is
+// transposed into the calling thread's scratch ([width][stride], stride = the chunk's rows padded
+// to whole vectors), where it stays in cache while it is used, and the results are transposed
+// back into the output's rows:
+// - forward, by output column: out[:, j] = sum of W[k, j] x_t[k] in registers (gather), 16
+//   columns at a time; or, for a small batch into a narrower output (ElementForwardByRow), by
+//   input row: out_t[j] += W[k, j] x_t[k] with x_t[k] in registers (scatter);
+// - backward, by input row: each chunk of dy is transposed once and read by both gradients, the
+//   values gradient as dot products of x_t[k] (in registers) with the rows dy_t[j] of its
+//   non-zeros, the input gradient as a gather of those rows.
+// A sum over the non-zeros of a column (forward) or row (input gradient) runs in group order, the
+// values gradient sums each chunk's dot products in chunk order: results depend on the pattern's
+// order and the chunk size, never on the threads.
+
+// Chunks of 4 vectors for the forward (the gathered side of a chunk stays in L1), of 8 for the
+// backward (longer dot products, fewer partial sums).
+template <typename T>
+using ForwardChunks = BatchChunks<T, 4>;
+template <typename T>
+using BackwardChunks = BatchChunks<T, 8>;
+
+// The values in the order of `groups`: `values` itself when the blocks are in that order already,
+// else gathered once into `temp`.
+template <typename T>
+absl::Status ValuesInGroupOrder(OpKernelContext* ctx, const BlockGroups& groups, const T* values,
+                                Tensor* temp, const T** ordered) {
+  if (groups.in_order) {
+    *ordered = values;
+    return absl::OkStatus();
+  }
+  TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, groups.size(), temp));
+  T* gathered = MutableData<T>(temp);
+  for (int64_t p = 0; p < groups.size(); ++p) gathered[p] = values[groups.order[p]];
+  *ordered = gathered;
+  return absl::OkStatus();
+}
+
+// out_t [width_out][stride] = the product of one chunk walked by input row: row k of in_t (kept
+// in registers) scattered into the rows of its group. Zeroes out_t first.
+template <typename T>
+void ScatterChunk(const T* in_t, int64_t keys, int64_t stride, const BlockGroups& groups,
+                  const T* weight, T* out_t, int64_t width_out) {
+  constexpr int L = NativeLanes<T>();
+  const int nv = static_cast<int>(stride / L);
+  std::fill_n(out_t, width_out * stride, T(0));
+  for (int64_t k = 0; k < keys; ++k) {
+    const int32_t p0 = groups.ptr[k];
+    ScatterAxpyDispatch<T>(nv, in_t + k * stride, out_t, stride, groups.other.get() + p0,
+                           weight + p0, groups.ptr[k + 1] - p0);
+  }
+}
+
+// y [m, n_out] = x [m, n_in] . W at block size 1; `groups` by input row when
+// ElementForwardByRow(m, n_in, n_out), else by output column.
+template <typename T>
+absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
+                            int64_t n_out, const BlockGroups& groups, const T* values, T* y) {
+  constexpr int64_t kChunk = ForwardChunks<T>::kChunk;
+  const ForwardChunks<T> layout{m, n_in};
+  const bool scatter = ElementForwardByRow(m, n_in, n_out);
+  Tensor weight_temp;
+  const T* weight = nullptr;
+  TF_RETURN_IF_ERROR(ValuesInGroupOrder<T>(ctx, groups, values, &weight_temp, &weight));
+  const int64_t cost = kChunk * (n_in + n_out) / 2 + kChunk * groups.size() / 8;
+  ParallelUnits(ctx, layout.count(), cost, [&](int64_t begin, int64_t end) {
+    T* x_t = ThreadScratch<T>(0, n_in * kChunk);
+    T* y_t = scatter ? ThreadScratch<T>(1, n_out * kChunk) : nullptr;
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t rows = layout.rows(c);
+      const int64_t stride = layout.padded(c);
+      TransposeChunk<T>(x + c * kChunk * n_in, n_in, rows, stride, x_t);
+      T* y_rows = y + c * kChunk * n_out;
+      if (scatter) {
+        ScatterChunk<T>(x_t, n_in, stride, groups, weight, y_t, n_out);
+        UntransposeChunk<T>(y_t, n_out, stride, rows, y_rows, n_out);
+      } else {
+        SparseColumnsChunk<T>(x_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
+                              nullptr, 0, n_out, y_rows, n_out);
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
+// Both gradients of a block-size-1 product from one pass over dy, a chunk at a time, `groups` by
+// input row:
+//   dx [m, n_in] = dy . W^T                     (when dx is not null)
+//   dvalues [nnz] = x^T . dy at the non-zeros   (when dvalues is not null; else x may be null)
 template <typename T>
 absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy, int64_t m,
-                             int64_t n_in, int64_t n_out, const BlockGroups& by_row,
+                             int64_t n_in, int64_t n_out, const BlockGroups& groups,
                              const T* values, T* dx, T* dvalues) {
   constexpr int L = NativeLanes<T>();
-  constexpr int64_t kChunk = BatchChunks<T>::kChunk;
-  const BatchChunks<T> layout{m, n_in};
+  constexpr int64_t kChunk = BackwardChunks<T>::kChunk;
+  const BackwardChunks<T> layout{m, n_in};
   const int64_t chunks = layout.count();
-  const int64_t nnz = by_row.size();
-  // Values gradient: chunk 0 straight into `total`, the others into `parts`, then summed.
+  const int64_t nnz = groups.size();
+  // Values gradient, in group order: chunk 0 into `total`, the others into `parts`, then summed in
+  // chunk order and put in block order.
   Tensor parts, total_temp, weight_temp;
   T* total = nullptr;
   T* part = nullptr;
   if (dvalues != nullptr) {
     if (chunks > 1) TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, (chunks - 1) * nnz, &parts));
-    if (!by_row.in_order) TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, nnz, &total_temp));
-    total = by_row.in_order ? dvalues : MutableData<T>(&total_temp);
+    if (!groups.in_order) TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, nnz, &total_temp));
+    total = groups.in_order ? dvalues : MutableData<T>(&total_temp);
     part = chunks > 1 ? MutableData<T>(&parts) : nullptr;
   }
-  // Input gradient: the weights in group order, gathered once when every chunk reads them.
-  const T* weight = values;
-  const int32_t* order = by_row.in_order ? nullptr : by_row.order.get();
-  if (dx != nullptr && order != nullptr && chunks > 1) {
-    TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, nnz, &weight_temp));
-    T* gathered = MutableData<T>(&weight_temp);
-    for (int64_t p = 0; p < nnz; ++p) gathered[p] = values[order[p]];
-    weight = gathered;
-    order = nullptr;
+  const T* weight = nullptr;
+  if (dx != nullptr) {
+    TF_RETURN_IF_ERROR(ValuesInGroupOrder<T>(ctx, groups, values, &weight_temp, &weight));
   }
   const int64_t products = (dx != nullptr) + (dvalues != nullptr);
   const int64_t cost = kChunk * (n_in + n_out) / 2 + kChunk * nnz * products / 8;
   ParallelUnits(ctx, chunks, cost, [&](int64_t begin, int64_t end) {
-    T* x_t = ThreadScratch<T>(0, n_in * kChunk);
+    T* x_t = dvalues != nullptr ? ThreadScratch<T>(0, n_in * kChunk) : nullptr;
     T* dy_t = ThreadScratch<T>(1, n_out * kChunk);
     for (int64_t c = begin; c < end; ++c) {
       const int64_t rows = layout.rows(c);
@@ -207,14 +252,14 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy, int6
         const int nv = static_cast<int>(stride / L);
         T* out = c == 0 ? total : part + (c - 1) * nnz;
         for (int64_t k = 0; k < n_in; ++k) {
-          const int32_t q = by_row.ptr[k];
-          ChunkDotsDispatch<T>(nv, x_t + k * stride, dy_t, stride, by_row.other.get() + q,
-                               by_row.ptr[k + 1] - q, out + q);
+          const int32_t q = groups.ptr[k];
+          ChunkDotsDispatch<T>(nv, x_t + k * stride, dy_t, stride, groups.other.get() + q,
+                               groups.ptr[k + 1] - q, out + q);
         }
       }
       if (dx != nullptr) {
-        SparseColumnsChunk<T>(dy_t, stride, rows, by_row.ptr.get(), by_row.other.get(), weight,
-                              order, 0, n_in, dx + c * kChunk * n_in, n_in);
+        SparseColumnsChunk<T>(dy_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
+                              nullptr, 0, n_in, dx + c * kChunk * n_in, n_in);
       }
     }
   });
@@ -230,16 +275,10 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy, int6
                     }
                   });
   }
-  if (!by_row.in_order) {
-    for (int64_t p = 0; p < nnz; ++p) dvalues[by_row.order[p]] = total[p];
+  if (!groups.in_order) {
+    for (int64_t p = 0; p < nnz; ++p) dvalues[groups.order[p]] = total[p];
   }
   return absl::OkStatus();
-}
-
-template <typename T>
-absl::Status ValuesGrad1(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in, const T* dy,
-                         int64_t n_out, const BlockGroups& by_row, const int32_t*, T* dvalues) {
-  return ElementBackward<T>(ctx, x, dy, m, n_in, n_out, by_row, nullptr, nullptr, dvalues);
 }
 
 constexpr int64_t kDenseGradTile = 64;  // a multiple of every block size
@@ -306,9 +345,7 @@ void DenseGrad(OpKernelContext* ctx, const T* xd, int64_t m, int64_t n_in, const
 template <typename T, int B>
 absl::Status Product(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
                      const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
-  if constexpr (B == 1) {
-    return ElementProduct<T>(ctx, in, m, in_width, groups, w, out, out_width);
-  } else if constexpr (B == 4) {
+  if constexpr (B == 4) {
     return Block4Matmul<T>(ctx, in, m, in_width, groups, w, out, out_width);
   } else {
     return BlockMatmul<T, B>(ctx, in, m, in_width, groups, w, out, out_width);
@@ -319,10 +356,11 @@ template <typename T>
 const KernelTable<T>& Table() {
   static const KernelTable<T> table = {
       DYNSPARSE_ISA_NAME,
-      {&Product<T, 1>, &Product<T, 4>, &Product<T, 8>, &Product<T, 16>},
-      {&ValuesGrad1<T>, &ValuesGradBlocks<T, 4>, &ValuesGradBlocks<T, 8>,
-       &ValuesGradBlocks<T, 16>},
+      // Block size 1 has kernels of its own (element_forward, element_backward).
+      {nullptr, &Product<T, 4>, &Product<T, 8>, &Product<T, 16>},
+      {nullptr, &ValuesGradBlocks<T, 4>, &ValuesGradBlocks<T, 8>, &ValuesGradBlocks<T, 16>},
       &DenseGrad<T>,
+      &ElementForward<T>,
       &ElementBackward<T>,
   };
   return table;
