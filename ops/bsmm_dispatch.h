@@ -29,36 +29,25 @@ inline bool ElementForwardByRow(int64_t m, int64_t n_in, int64_t n_out) {
 
 template <typename T>
 struct KernelTable {
-  // out [m, out_width] = in [m, in_width] . W, W's blocks grouped by output block-column with
-  // w = values (forward), or by input block-row with w = values^T per block (input gradient).
+  // Forward: out [m, out_width] = in [m, in_width] . W, blocks grouped by output block-column
+  // (block size 1: as ElementForwardByRow says).
   using Product = absl::Status (*)(OpKernelContext* ctx, const T* in, int64_t m,
-                                   int64_t in_width, const BlockGroups& groups, const T* w, T* out,
-                                   int64_t out_width);
-  // dvalues [nnz, bs, bs] = (x^T . dy) at the blocks, grouped by input block-row.
-  using ValuesGrad = absl::Status (*)(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
-                                      const T* dy, int64_t n_out, const BlockGroups& by_row,
-                                      const int32_t* rows, T* dvalues);
+                                   int64_t in_width, const BlockGroups& groups, const T* values,
+                                   T* out, int64_t out_width);
+  // Both gradients, blocks grouped by input block-row: dx [m, n_in] = dy . W^T and dvalues
+  // [nnz, bs, bs] = (x^T . dy) at the blocks, from one packing of dy. Either output may be null
+  // (x too, when dvalues is).
+  using Backward = absl::Status (*)(OpKernelContext* ctx, const T* x, const T* dy, int64_t m,
+                                    int64_t n_in, int64_t n_out, const BlockGroups& groups,
+                                    const T* values, T* dx, T* dvalues);
   // |x^T . dy| [n_in, n_out], or pooled per block [n_in/bs, n_out/bs].
   using DenseGrad = void (*)(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
                              const T* dy, int64_t n_out, int64_t bs, Pooling pooling, T* grad);
 
-  // Block size 1: y [m, n_out] = x [m, n_in] . W, blocks grouped as ElementForwardByRow says.
-  using ElementForward = absl::Status (*)(OpKernelContext* ctx, const T* x, int64_t m,
-                                          int64_t n_in, int64_t n_out, const BlockGroups& groups,
-                                          const T* values, T* y);
-  // Block size 1, both gradients from one pass over dy: dx [m, n_in] = dy . W^T and dvalues
-  // [nnz], blocks grouped by input row. Either output may be null (x too, when dvalues is).
-  using ElementBackward = absl::Status (*)(OpKernelContext* ctx, const T* x, const T* dy,
-                                           int64_t m, int64_t n_in, int64_t n_out,
-                                           const BlockGroups& groups, const T* values, T* dx,
-                                           T* dvalues);
-
   const char* isa;
-  Product product[kNumBlockSizes];  // indexed by BlockSizeIndex; null for block size 1
-  ValuesGrad values_grad[kNumBlockSizes];
+  Product product[kNumBlockSizes];  // indexed by BlockSizeIndex
+  Backward backward[kNumBlockSizes];
   DenseGrad dense_grad;
-  ElementForward element_forward;
-  ElementBackward element_backward;
 };
 
 namespace avx2 {

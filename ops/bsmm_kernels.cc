@@ -13,7 +13,6 @@
 namespace dynsparse {
 namespace {
 
-using tensorflow::DataTypeToEnum;
 using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
 using tensorflow::TensorShape;
@@ -57,219 +56,133 @@ const KernelTable<T>* TableOrFail(OpKernelContext* ctx) {
   return table;
 }
 
-// values^T per block, so the input gradient reuses the forward micro-kernels.
+// y [m, n_out] = x [m, n_in] . W.
 template <typename T>
-absl::Status TransposedBlocks(OpKernelContext* ctx, const Tensor& values, int64_t bs,
-                              Tensor* out) {
-  const int64_t nnz = values.dim_size(0);
-  TF_RETURN_IF_ERROR(ctx->allocate_temp(DataTypeToEnum<T>::value, values.shape(), out));
-  const T* src = Data<T>(values);
-  T* dst = MutableData<T>(out);
-  ParallelUnits(ctx, nnz, bs * bs * 2, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const T* s = src + b * bs * bs;
-      T* d = dst + b * bs * bs;
-      for (int64_t i = 0; i < bs; ++i) {
-        for (int64_t j = 0; j < bs; ++j) d[j * bs + i] = s[i * bs + j];
-      }
-    }
-  });
-  return absl::OkStatus();
-}
-
-// What differs between the forward op and the input-gradient op: y = x . W against dx = dy . W^T.
-struct ForwardKind {
-  static constexpr char kOp[] = "BsmmForward";
-  static constexpr char kInput[] = "x";
-  static constexpr char kInputWidth[] = "n_in (x.shape[1])";
-  static constexpr char kOutAttr[] = "n_out";
-  static constexpr bool kByRow = false;  // blocks grouped by output block-column
-};
-struct InputGradKind {
-  static constexpr char kOp[] = "BsmmInputGrad";
-  static constexpr char kInput[] = "dy";
-  static constexpr char kInputWidth[] = "n_out (dy.shape[1])";
-  static constexpr char kOutAttr[] = "n_in";
-  static constexpr bool kByRow = true;  // blocks grouped by input block-row, values^T
-};
-
-// out [m, out_width] = in [m, in_width] . W (forward) or . W^T (input gradient).
-template <typename T, typename Kind>
-class BsmmProductOp : public OpKernel {
+class BsmmForwardOp : public OpKernel {
  public:
-  explicit BsmmProductOp(OpKernelConstruction* c) : OpKernel(c) {
+  explicit BsmmForwardOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
-    OP_REQUIRES_OK(c, CheckBlockSize(Kind::kOp, bs_));
-    OP_REQUIRES_OK(c, c->GetAttr(Kind::kOutAttr, &out_width_));
+    OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
+    OP_REQUIRES_OK(c, c->GetAttr("n_out", &n_out_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    constexpr const char* op = Kind::kOp;
-    const Tensor& in = ctx->input(0);
+    const Tensor& x = ctx->input(0);
     const Tensor& values = ctx->input(1);
     const Tensor& rows = ctx->input(2);
     const Tensor& cols = ctx->input(3);
-    OP_REQUIRES_OK(ctx, CheckRank(op, Kind::kInput, in, 2));
-    OP_REQUIRES_OK(ctx, CheckBlockTensors(op, &values, rows, cols, bs_));
-    const int64_t m = in.dim_size(0);
-    const int64_t in_width = in.dim_size(1);
-    OP_REQUIRES_OK(ctx, CheckDivisible(op, Kind::kInputWidth, in_width, bs_));
-    OP_REQUIRES_OK(ctx, CheckDivisible(op, Kind::kOutAttr, out_width_, bs_));
-    const KernelTable<T>* table = TableOrFail<T>(ctx);
-    if (table == nullptr) return;
-    const int64_t n_in = Kind::kByRow ? out_width_ : in_width;
-    const int64_t n_out = Kind::kByRow ? in_width : out_width_;
-    const bool by_row = Kind::kByRow || (bs_ == 1 && ElementForwardByRow(m, n_in, n_out));
-    std::shared_ptr<const BlockGroups> groups;
-    OP_REQUIRES_OK(ctx, groups_.Get(ctx, op, Data<int32_t>(rows), Data<int32_t>(cols),
-                                    rows.dim_size(0), n_in / bs_, n_out / bs_, n_in, n_out, bs_,
-                                    by_row, &groups));
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, out_width_}), &out));
-    if (m == 0 || out_width_ == 0) return;
-    const T* w = Data<T>(values);
-    if (bs_ == 1) {
-      const T* input = Data<T>(in);
-      T* output = MutableData<T>(out);
-      OP_REQUIRES_OK(ctx, Kind::kByRow ? table->element_backward(ctx, nullptr, input, m, n_in,
-                                                                 n_out, *groups, w, output, nullptr)
-                                       : table->element_forward(ctx, input, m, n_in, n_out,
-                                                                *groups, w, output));
-      return;
-    }
-    Tensor values_t;
-    if (Kind::kByRow && bs_ > 1) {
-      OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
-      w = Data<T>(values_t);
-    }
-    OP_REQUIRES_OK(ctx, table->product[BlockSizeIndex(bs_)](ctx, Data<T>(in), m, in_width,
-                                                            *groups, w, MutableData<T>(out),
-                                                            out_width_));
-  }
-
- private:
-  int64_t bs_;
-  int64_t out_width_;
-  GroupCache groups_;
-};
-
-template <typename T>
-class BsmmValuesGradOp : public OpKernel {
- public:
-  explicit BsmmValuesGradOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
-    OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& dy = ctx->input(1);
-    const Tensor& rows = ctx->input(2);
-    const Tensor& cols = ctx->input(3);
     OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", x, 2));
-    OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, 2));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(kOp, x, dy));
-    OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, nullptr, rows, cols, bs_));
-    const int64_t m = x.dim_size(0);
-    const int64_t n_in = x.dim_size(1);
-    const int64_t n_out = dy.dim_size(1);
-    OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
-    OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
-    const KernelTable<T>* table = TableOrFail<T>(ctx);
-    if (table == nullptr) return;
-    const int64_t nnz = rows.dim_size(0);
-    const int32_t* rows_data = Data<int32_t>(rows);
-    std::shared_ptr<const BlockGroups> groups;
-    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows_data, Data<int32_t>(cols), nnz, n_in / bs_,
-                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &groups));
-    Tensor* dvalues = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({nnz, bs_, bs_}), &dvalues));
-    T* dv = MutableData<T>(dvalues);
-    if (nnz == 0) return;
-    if (m == 0) {
-      std::fill_n(dv, nnz * bs_ * bs_, T(0));
-      return;
-    }
-    if (bs_ == 1) {
-      OP_REQUIRES_OK(ctx, table->element_backward(ctx, Data<T>(x), Data<T>(dy), m, n_in, n_out,
-                                                  *groups, nullptr, nullptr, dv));
-      return;
-    }
-    OP_REQUIRES_OK(ctx, table->values_grad[BlockSizeIndex(bs_)](
-                            ctx, Data<T>(x), m, n_in, Data<T>(dy), n_out, *groups, rows_data, dv));
-  }
-
- private:
-  static constexpr char kOp[] = "BsmmValuesGrad";
-  int64_t bs_;
-  GroupCache groups_;
-};
-
-// dx = dy . W^T (when compute_dx) and dvalues = (x^T . dy) at the blocks, from one grouping of
-// the blocks; at block size 1 from one pass over dy (ElementBackward).
-template <typename T>
-class BsmmBackwardOp : public OpKernel {
- public:
-  explicit BsmmBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
-    OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
-    OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& dy = ctx->input(1);
-    const Tensor& values = ctx->input(2);
-    const Tensor& rows = ctx->input(3);
-    const Tensor& cols = ctx->input(4);
-    OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", x, 2));
-    OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, 2));
-    OP_REQUIRES_OK(ctx, CheckSameBatch(kOp, x, dy));
     OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, &values, rows, cols, bs_));
     const int64_t m = x.dim_size(0);
     const int64_t n_in = x.dim_size(1);
-    const int64_t n_out = dy.dim_size(1);
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
+    OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out", n_out_, bs_));
+    const KernelTable<T>* table = TableOrFail<T>(ctx);
+    if (table == nullptr) return;
+    const bool by_row = bs_ == 1 && ElementForwardByRow(m, n_in, n_out_);
+    std::shared_ptr<const BlockGroups> groups;
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
+                                    rows.dim_size(0), n_in / bs_, n_out_ / bs_, n_in, n_out_, bs_,
+                                    by_row, &groups));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, n_out_}), &y));
+    if (m == 0 || n_out_ == 0) return;
+    OP_REQUIRES_OK(ctx, table->product[BlockSizeIndex(bs_)](ctx, Data<T>(x), m, n_in, *groups,
+                                                            Data<T>(values), MutableData<T>(y),
+                                                            n_out_));
+  }
+
+ private:
+  static constexpr char kOp[] = "BsmmForward";
+  int64_t bs_;
+  int64_t n_out_;
+  GroupCache groups_;
+};
+
+// What the three gradient ops take and give: BsmmInputGrad (dy, values, rows, cols) -> dx,
+// BsmmValuesGrad (x, dy, rows, cols) -> dvalues, BsmmBackward (x, dy, values, rows, cols) ->
+// (dx, dvalues). All run the variant's backward, blocks grouped by input block-row.
+struct InputGradKind {
+  static constexpr char kOp[] = "BsmmInputGrad";
+  static constexpr int kX = -1, kDy = 0, kValues = 1, kRows = 2;
+  static constexpr bool kDx = true, kDvalues = false;
+};
+struct ValuesGradKind {
+  static constexpr char kOp[] = "BsmmValuesGrad";
+  static constexpr int kX = 0, kDy = 1, kValues = -1, kRows = 2;
+  static constexpr bool kDx = false, kDvalues = true;
+};
+struct BackwardKind {
+  static constexpr char kOp[] = "BsmmBackward";
+  static constexpr int kX = 0, kDy = 1, kValues = 2, kRows = 3;
+  static constexpr bool kDx = true, kDvalues = true;
+};
+
+template <typename T, typename Kind>
+class BsmmGradientOp : public OpKernel {
+ public:
+  explicit BsmmGradientOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
+    OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
+    if (Kind::kX < 0) OP_REQUIRES_OK(c, c->GetAttr("n_in", &n_in_attr_));
+    if (Kind::kDx && Kind::kDvalues) OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(Kind::kDy);
+    const Tensor* x = Kind::kX >= 0 ? &ctx->input(Kind::kX) : nullptr;
+    const Tensor* values = Kind::kValues >= 0 ? &ctx->input(Kind::kValues) : nullptr;
+    const Tensor& rows = ctx->input(Kind::kRows);
+    const Tensor& cols = ctx->input(Kind::kRows + 1);
+    OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, 2));
+    if (x != nullptr) {
+      OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", *x, 2));
+      OP_REQUIRES_OK(ctx, CheckSameBatch(kOp, *x, dy));
+    }
+    OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, values, rows, cols, bs_));
+    const int64_t m = dy.dim_size(0);
+    const int64_t n_in = x != nullptr ? x->dim_size(1) : n_in_attr_;
+    const int64_t n_out = dy.dim_size(1);
+    if (x != nullptr) OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
+    if (x == nullptr) OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
     const KernelTable<T>* table = TableOrFail<T>(ctx);
     if (table == nullptr) return;
     const int64_t nnz = rows.dim_size(0);
-    const int32_t* rows_data = Data<int32_t>(rows);
     std::shared_ptr<const BlockGroups> groups;
-    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows_data, Data<int32_t>(cols), nnz, n_in / bs_,
-                                    n_out / bs_, n_in, n_out, bs_, /*by_row=*/true, &groups));
-    Tensor* dx = nullptr;
-    Tensor* dvalues = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({compute_dx_ ? m : 0, n_in}), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({nnz, bs_, bs_}), &dvalues));
-    T* dx_data = compute_dx_ ? MutableData<T>(dx) : nullptr;
-    T* dv = MutableData<T>(dvalues);
-    if (m == 0 || nnz == 0) {
-      std::fill_n(dv, nnz * bs_ * bs_, T(0));
-      if (dx_data != nullptr) std::fill_n(dx_data, m * n_in, T(0));
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols), nnz,
+                                    n_in / bs_, n_out / bs_, n_in, n_out, bs_, /*by_row=*/true,
+                                    &groups));
+    T* dx = nullptr;
+    T* dvalues = nullptr;
+    int output = 0;
+    if (Kind::kDx) {
+      Tensor* out = nullptr;
+      const int64_t dx_rows = compute_dx_ ? m : 0;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(output++, TensorShape({dx_rows, n_in}), &out));
+      if (compute_dx_) dx = MutableData<T>(out);
+    }
+    if (Kind::kDvalues) {
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(output++, TensorShape({nnz, bs_, bs_}), &out));
+      dvalues = MutableData<T>(out);
+    }
+    if (m == 0 || nnz == 0 || n_in == 0) {
+      if (dx != nullptr) std::fill_n(dx, m * n_in, T(0));
+      if (dvalues != nullptr) std::fill_n(dvalues, nnz * bs_ * bs_, T(0));
       return;
     }
-    const T* w = Data<T>(values);
-    if (bs_ == 1) {
-      OP_REQUIRES_OK(ctx, table->element_backward(ctx, Data<T>(x), Data<T>(dy), m, n_in, n_out,
-                                                  *groups, w, dx_data, dv));
-      return;
-    }
-    const int size_index = BlockSizeIndex(bs_);
-    if (dx_data != nullptr) {
-      Tensor values_t;
-      OP_REQUIRES_OK(ctx, TransposedBlocks<T>(ctx, values, bs_, &values_t));
-      OP_REQUIRES_OK(ctx, table->product[size_index](ctx, Data<T>(dy), m, n_out, *groups,
-                                                     Data<T>(values_t), dx_data, n_in));
-    }
-    OP_REQUIRES_OK(ctx, table->values_grad[size_index](ctx, Data<T>(x), m, n_in, Data<T>(dy),
-                                                       n_out, *groups, rows_data, dv));
+    OP_REQUIRES_OK(ctx, table->backward[BlockSizeIndex(bs_)](
+                            ctx, x != nullptr ? Data<T>(*x) : nullptr, Data<T>(dy), m, n_in, n_out,
+                            *groups, values != nullptr ? Data<T>(*values) : nullptr, dx,
+                            dvalues));
   }
 
  private:
-  static constexpr char kOp[] = "BsmmBackward";
+  static constexpr const char* kOp = Kind::kOp;
   int64_t bs_;
-  bool compute_dx_;
+  int64_t n_in_attr_ = 0;
+  bool compute_dx_ = Kind::kDx;
   GroupCache groups_;
 };
 
@@ -351,16 +264,16 @@ class BsmmIsaOp : public OpKernel {
 #define DYNSPARSE_REGISTER_KERNELS(T)                                                            \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmForward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),                 \
-      (BsmmProductOp<T, ForwardKind>));                                                          \
+      BsmmForwardOp<T>);                                                                         \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmInputGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),               \
-      (BsmmProductOp<T, InputGradKind>));                                                        \
+      (BsmmGradientOp<T, InputGradKind>));                                                       \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmValuesGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),              \
-      BsmmValuesGradOp<T>);                                                                      \
+      (BsmmGradientOp<T, ValuesGradKind>));                                                      \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmBackward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),                \
-      BsmmBackwardOp<T>);                                                                        \
+      (BsmmGradientOp<T, BackwardKind>));                                                        \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmDenseGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),               \
       BsmmDenseGradOp<T>);

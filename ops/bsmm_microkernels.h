@@ -68,16 +68,16 @@ inline T LaneSum(const Vec<T, L>& v) {
 // ---------------------------------------------------------------------------------------------
 // Packing (copies of the input, never of the dense weight).
 
-// Panels for block sizes > 1: dst[p] = src[:, p*bs : (p+1)*bs] as a contiguous [m, bs] panel,
+// Panels for block sizes > 1: dst[p] = src[:, p*B : (p+1)*B] as a contiguous [m, B] panel,
 // so a block's slice of the batch is one stream instead of m strided pieces.
-template <typename T>
-void PackPanels(OpKernelContext* ctx, const T* src, int64_t m, int64_t width, int64_t bs,
-                T* dst) {
-  ParallelUnits(ctx, width / bs, m * bs / 4 + 16, [&](int64_t begin, int64_t end) {
+template <typename T, int B>
+void PackPanels(OpKernelContext* ctx, const T* src, int64_t m, int64_t width, T* dst) {
+  using V = Vec<T, B>;
+  ParallelUnits(ctx, width / B, m * B / 4 + 16, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      T* d = dst + p * m * bs;
-      const T* s = src + p * bs;
-      for (int64_t r = 0; r < m; ++r) std::memcpy(d + r * bs, s + r * width, bs * sizeof(T));
+      T* d = dst + p * m * B;
+      const T* s = src + p * B;
+      for (int64_t r = 0; r < m; ++r) Store(d + r * B, Load<V>(s + r * width));
     }
   });
 }

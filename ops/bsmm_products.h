@@ -42,7 +42,7 @@ absl::Status AllocateTemp(OpKernelContext* ctx, int64_t size, Tensor* out) {
 template <typename T, int B>
 absl::Status Panels(OpKernelContext* ctx, const T* x, int64_t m, int64_t width, Tensor* out) {
   TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, m * width, out));
-  PackPanels<T>(ctx, x, m, width, B, MutableData<T>(out));
+  PackPanels<T, B>(ctx, x, m, width, MutableData<T>(out));
   return absl::OkStatus();
 }
 
@@ -105,22 +105,56 @@ absl::Status Block4Matmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t 
   return absl::OkStatus();
 }
 
+// values^T per block [nnz, B, B], so the input gradient reuses the forward micro-kernels.
 template <typename T, int B>
-absl::Status ValuesGradBlocks(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
-                              const T* dy, int64_t n_out, const BlockGroups& by_row,
-                              const int32_t* rows, T* dvalues) {
-  Tensor x_panels, dy_panels;
-  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, m, n_in, &x_panels)));
-  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, m, n_out, &dy_panels)));
-  const T* xp = Data<T>(x_panels);
-  const T* dyp = Data<T>(dy_panels);
-  ParallelUnits(ctx, by_row.size(), m * B * B / 8, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t b = by_row.order[p];
-      OuterColumns<T, B>(xp + rows[b] * m * B, B, dyp + by_row.other[p] * m * B, B, m, B,
-                         dvalues + b * B * B, B);
+absl::Status TransposedBlocks(OpKernelContext* ctx, const T* values, int64_t nnz, Tensor* out) {
+  TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, nnz * B * B, out));
+  T* dst = MutableData<T>(out);
+  ParallelUnits(ctx, nnz, B * B * 2, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const T* s = values + b * B * B;
+      T* d = dst + b * B * B;
+      for (int i = 0; i < B; ++i) {
+        for (int j = 0; j < B; ++j) d[j * B + i] = s[i * B + j];
+      }
     }
   });
+  return absl::OkStatus();
+}
+
+// Both gradients at block size B > 1, `groups` by input block-row:
+//   dx [m, n_in] = dy . W^T (when dx is not null): the forward kernels on dy with values^T;
+//   dvalues [nnz, B, B] = x^T . dy at the blocks (when not null; else x may be null): one
+//   [B, m] x [m, B] product per block from the panels of x and dy.
+// At B >= 8 both read the same panels of dy, packed once.
+template <typename T, int B>
+absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const T* dy, int64_t m, int64_t n_in,
+                           int64_t n_out, const BlockGroups& groups, const T* values, T* dx,
+                           T* dvalues) {
+  Tensor dy_panels, x_panels, values_t;
+  const bool shared_panels = B >= 8 || dvalues != nullptr;
+  if (shared_panels) TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, m, n_out, &dy_panels)));
+  if (dx != nullptr) {
+    TF_RETURN_IF_ERROR((TransposedBlocks<T, B>(ctx, values, groups.size(), &values_t)));
+    if constexpr (B >= 8) {
+      BlockProduct<T, B>(ctx, Data<T>(dy_panels), m, groups, Data<T>(values_t), dx, n_in);
+    } else {
+      TF_RETURN_IF_ERROR(Block4Matmul<T>(ctx, dy, m, n_out, groups, Data<T>(values_t), dx, n_in));
+    }
+  }
+  if (dvalues == nullptr) return absl::OkStatus();
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, m, n_in, &x_panels)));
+  const T* xp = Data<T>(x_panels);
+  const T* dyp = Data<T>(dy_panels);
+  ParallelUnits(ctx, groups.keys(), m * B * B / 8 * (1 + groups.size() / groups.keys()),
+                [&](int64_t begin, int64_t end) {
+                  for (int64_t k = begin; k < end; ++k) {
+                    for (int32_t p = groups.ptr[k]; p < groups.ptr[k + 1]; ++p) {
+                      OuterColumns<T, B>(xp + k * m * B, B, dyp + groups.other[p] * m * B, B, m,
+                                         B, dvalues + groups.order[p] * B * B, B);
+                    }
+                  }
+                });
   return absl::OkStatus();
 }
 
@@ -182,7 +216,7 @@ void ScatterChunk(const T* in_t, int64_t keys, int64_t stride, const BlockGroups
 // ElementForwardByRow(m, n_in, n_out), else by output column.
 template <typename T>
 absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
-                            int64_t n_out, const BlockGroups& groups, const T* values, T* y) {
+                            const BlockGroups& groups, const T* values, T* y, int64_t n_out) {
   constexpr int64_t kChunk = ForwardChunks<T>::kChunk;
   const ForwardChunks<T> layout{m, n_in};
   const bool scatter = ElementForwardByRow(m, n_in, n_out);
@@ -341,11 +375,13 @@ void DenseGrad(OpKernelContext* ctx, const T* xd, int64_t m, int64_t n_in, const
   });
 }
 
-// The product of block size B (an index into kBlockSizes).
+// The forward product of block size B: out [m, out_width] = in [m, in_width] . W.
 template <typename T, int B>
 absl::Status Product(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
                      const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
-  if constexpr (B == 4) {
+  if constexpr (B == 1) {
+    return ElementForward<T>(ctx, in, m, in_width, groups, w, out, out_width);
+  } else if constexpr (B == 4) {
     return Block4Matmul<T>(ctx, in, m, in_width, groups, w, out, out_width);
   } else {
     return BlockMatmul<T, B>(ctx, in, m, in_width, groups, w, out, out_width);
@@ -356,12 +392,9 @@ template <typename T>
 const KernelTable<T>& Table() {
   static const KernelTable<T> table = {
       DYNSPARSE_ISA_NAME,
-      // Block size 1 has kernels of its own (element_forward, element_backward).
-      {nullptr, &Product<T, 4>, &Product<T, 8>, &Product<T, 16>},
-      {nullptr, &ValuesGradBlocks<T, 4>, &ValuesGradBlocks<T, 8>, &ValuesGradBlocks<T, 16>},
+      {&Product<T, 1>, &Product<T, 4>, &Product<T, 8>, &Product<T, 16>},
+      {&ElementBackward<T>, &BlockBackward<T, 4>, &BlockBackward<T, 8>, &BlockBackward<T, 16>},
       &DenseGrad<T>,
-      &ElementForward<T>,
-      &ElementBackward<T>,
   };
   return table;
 }
