@@ -34,7 +34,7 @@ from dynsparse.bench_training import DEFAULT_CASES  # noqa: E402
 from dynsparse.layers import make_optimizer  # noqa: E402
 from dynsparse.models import build_model  # noqa: E402
 from dynsparse.registry import model_entry  # noqa: E402
-from dynsparse.steps import StepFunctions  # noqa: E402
+from dynsparse.steps import StepFunctions, cross_entropy  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 
@@ -96,9 +96,7 @@ def profile(spec: str, config: dict) -> None:
         labels = tf.gather(y_train, indices)
         with tf.GradientTape() as tape:
             logits = model(tf.gather(x_train, indices), training=True)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            )
+            loss = tf.reduce_mean(cross_entropy(logits, labels))
         return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, trainable)])
 
     def gather_only(indices):
