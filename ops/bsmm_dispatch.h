@@ -18,6 +18,15 @@ namespace dynsparse {
 
 enum class Pooling { kNone, kSum, kAvg, kMax };
 
+// DynsparseDropout's numbers (fused_dropout.cc): element i keeps x[i] * scale when its 24-bit
+// number, from the hash of seed and counter + i / 2, is >= threshold.
+struct DropoutParams {
+  uint64_t seed;
+  uint64_t counter;
+  uint64_t threshold;
+  float scale;
+};
+
 template <typename T>
 struct KernelTable {
   // out [m, out_width] = in [m, in_width] . W, W's blocks grouped by output block-column with
@@ -37,6 +46,9 @@ struct KernelTable {
   Product product[kNumBlockSizes];  // indexed by BlockSizeIndex
   ValuesGrad values_grad[kNumBlockSizes];
   DenseGrad dense_grad;
+  // DynsparseDropout's elements [begin, end) (fused_dropout_elements.h); float whatever T is.
+  void (*dropout)(const DropoutParams& p, const float* x, float* y, float* mask, int64_t begin,
+                  int64_t end);
 };
 
 namespace avx2 {

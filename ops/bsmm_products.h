@@ -286,6 +286,7 @@ const KernelTable<T>& Table() {
       {&ValuesGrad1<T>, &ValuesGradBlocks<T, 4>, &ValuesGradBlocks<T, 8>,
        &ValuesGradBlocks<T, 16>},
       &DenseGrad<T>,
+      &dropout::Elements,
   };
   return table;
 }
