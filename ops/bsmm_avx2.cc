@@ -19,6 +19,7 @@
 #define DYNSPARSE_ISA_NAME "avx2"
 #define DYNSPARSE_VEC_BYTES 32
 #define DYNSPARSE_VEC_REGS 16
+#include "fused_dropout_elements.h"
 #include "bsmm_products.h"
 
 #pragma GCC pop_options

@@ -19,6 +19,7 @@
 #define DYNSPARSE_ISA_NAME "avx512"
 #define DYNSPARSE_VEC_BYTES 64
 #define DYNSPARSE_VEC_REGS 32
+#include "fused_dropout_elements.h"
 #include "bsmm_products.h"
 
 #pragma GCC pop_options

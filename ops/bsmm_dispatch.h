@@ -27,6 +27,15 @@ inline bool ElementForwardByRow(int64_t m, int64_t n_in, int64_t n_out) {
   return n_out < n_in && m <= kElementScatterRows;
 }
 
+// DynsparseDropout's numbers (fused_dropout.cc): element i keeps x[i] * scale when its 24-bit
+// number, from the hash of seed and counter + i / 2, is >= threshold.
+struct DropoutParams {
+  uint64_t seed;
+  uint64_t counter;
+  uint64_t threshold;
+  float scale;
+};
+
 template <typename T>
 struct KernelTable {
   // Forward: out [m, out_width] = in [m, in_width] . W, blocks grouped by output block-column
@@ -48,6 +57,9 @@ struct KernelTable {
   Product product[kNumBlockSizes];  // indexed by BlockSizeIndex
   Backward backward[kNumBlockSizes];
   DenseGrad dense_grad;
+  // DynsparseDropout's elements [begin, end) (fused_dropout_elements.h); float whatever T is.
+  void (*dropout)(const DropoutParams& p, const float* x, float* y, float* mask, int64_t begin,
+                  int64_t end);
 };
 
 namespace avx2 {

@@ -395,6 +395,7 @@ const KernelTable<T>& Table() {
       {&Product<T, 1>, &Product<T, 4>, &Product<T, 8>, &Product<T, 16>},
       {&ElementBackward<T>, &BlockBackward<T, 4>, &BlockBackward<T, 8>, &BlockBackward<T, 16>},
       &DenseGrad<T>,
+      &dropout::Elements,
   };
   return table;
 }

@@ -9,7 +9,9 @@
 // 24-bit numbers per hash, element i takes half i % 2. `state` is a tf.random.Generator's int64
 // state [counter, counter_hi, key] (Philox layout); the op advances the counter by the hashes it
 // used, so consecutive calls draw fresh numbers and a run is reproducible from the seed. Each
-// element depends only on its index, so the result does not depend on the threads.
+// element depends only on its index, so the result does not depend on the threads. The element
+// loop is vectorised per instruction-set variant (fused_dropout_elements.h, chosen at load time
+// like the block-sparse products, bsmm_dispatch.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "bsmm_dispatch.h"
 #include "bsmm_groups.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -52,6 +55,8 @@ class DynsparseDropoutOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
+    const KernelTable<float>* table = nullptr;
+    OP_REQUIRES_OK(ctx, ActiveTable(&table));
     const Tensor& x = ctx->input(0);
     const int64_t n = x.NumElements();
     uint64_t key = 0, counter = 0;
@@ -63,22 +68,16 @@ class DynsparseDropoutOp : public OpKernel {
     const float* xd = Data<float>(x);
     float* yd = MutableData<float>(y);
     float* md = MutableData<float>(mask);
+    DropoutParams params;
+    params.seed = Mix(key ^ 0x9e3779b97f4a7c15ULL);
+    params.counter = counter;
     // u >= rate  <=>  24-bit integer >= threshold, exactly as for u = bits * 2^-24.
-    const uint64_t threshold = static_cast<uint64_t>(
+    params.threshold = static_cast<uint64_t>(
         std::ceil(static_cast<double>(rate_) * static_cast<double>(1 << 24)));
-    const float scale = 1.0f / (1.0f - rate_);
-    const uint64_t seed = Mix(key ^ 0x9e3779b97f4a7c15ULL);
+    params.scale = 1.0f / (1.0f - rate_);
     const int64_t units = (n + kUnitElements - 1) / kUnitElements;
-    ParallelUnits(ctx, units, kUnitElements * 6, [&](int64_t begin, int64_t end) {
-      const int64_t i1 = std::min(n, end * kUnitElements);
-      for (int64_t i = begin * kUnitElements; i < i1; ++i) {
-        const uint64_t h = Mix(seed + (counter + static_cast<uint64_t>(i >> 1)) *
-                                          0x9e3779b97f4a7c15ULL);
-        const uint64_t bits = (i & 1) ? (h >> 40) : ((h >> 8) & 0xffffff);
-        const float m = bits >= threshold ? scale : 0.0f;
-        md[i] = m;
-        yd[i] = xd[i] * m;
-      }
+    ParallelUnits(ctx, units, kUnitElements, [&](int64_t begin, int64_t end) {
+      table->dropout(params, xd, yd, md, begin * kUnitElements, std::min(n, end * kUnitElements));
     });
   }
 

@@ -406,3 +406,50 @@ def test_dropout_gradient_is_the_mask(ops_library: Path) -> None:
 def test_dropout_rejects_a_rate_of_one(ops_library: Path) -> None:
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"rate must be in \[0, 1\)"):
         ops.dropout(tf.ones((2, 2)), 1.0, tf.random.Generator.from_seed(0))
+
+
+SPLITMIX_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def splitmix_finaliser(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def reference_dropout(
+    x: np.ndarray, rate: float, counter: int, key: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The op's formula (fused_dropout.cc) element by element, in NumPy's wrapping uint64."""
+    n = x.size
+    as_uint64 = np.array([counter, key], np.int64).view(np.uint64)
+    seed = splitmix_finaliser(as_uint64[1:] ^ SPLITMIX_GOLDEN)
+    hash_index = as_uint64[0] + np.arange((n + 1) // 2, dtype=np.uint64)
+    hashes = splitmix_finaliser(seed + hash_index * SPLITMIX_GOLDEN)
+    halves = np.stack([(hashes >> np.uint64(8)) & np.uint64(0xFFFFFF), hashes >> np.uint64(40)], 1)
+    threshold = np.ceil(np.float64(np.float32(rate)) * 2**24)
+    scale = np.float32(1) / (np.float32(1) - np.float32(rate))
+    mask = np.where(halves.ravel()[:n] >= threshold, scale, np.float32(0)).astype(np.float32)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in the op
+        return x * mask.reshape(x.shape), mask.reshape(x.shape)
+
+
+@pytest.mark.parametrize("shape", [(1,), (17,), (5, 7), (3, 4096 + 5), (896, 96)])
+def test_dropout_is_bitwise_the_reference_formula(isa: str, shape: tuple[int, ...]) -> None:
+    """Every variant's vector loop, its odd tails and unit boundaries give the scalar formula's
+    bits (training results must not depend on the CPU), and the counter advances by the hashes."""
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    x = rng.normal(size=shape).astype(np.float32)
+    x.ravel()[: min(x.size, 3)] = [-0.0, np.inf, -np.inf][: min(x.size, 3)]
+    # A key and a counter about to wrap around 2^64, as int64 in the generator's state.
+    for counter, key in [(0, 0), (12345, -7), (-3, 2**62 + 1)]:
+        for rate in (0.0, 0.1, 0.5, 0.999):
+            generator = tf.random.Generator.from_state(
+                tf.constant([counter, 0, key], tf.int64), alg="philox"
+            )
+            y, mask = ops.loaded_ops().dynsparse_dropout(x, generator.state.handle, rate=rate)
+            expected_y, expected_mask = reference_dropout(x, rate, counter, key)
+            np.testing.assert_array_equal(y.numpy().view(np.uint32), expected_y.view(np.uint32))
+            np.testing.assert_array_equal(mask.numpy(), expected_mask)
+            advanced = np.array([counter], np.int64).view(np.uint64) + np.uint64((x.size + 1) // 2)
+            assert generator.state.numpy()[0] == advanced.view(np.int64)[0]

@@ -182,6 +182,23 @@ class GroupNorm1(tf.Module):
         return (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
 
 
+def multi_head_attention(qkv: tf.Tensor, tokens: int, heads: int, head_size: int) -> tf.Tensor:
+    """softmax(Q Kᵀ / √d) V per head, for qkv [B, tokens, 3·heads·d] (Q, K, V, each heads × d);
+    returns [B, tokens, heads·d]."""
+    batch = tf.shape(qkv)[0]
+    # One transpose to [3, B, heads, T, d], then unstack, whose outputs share its buffer: one copy
+    # of the QKV output instead of two (a split of the last axis, then a transpose per part); the
+    # gradient is a stack and a transpose. Slicing the transpose instead would cost strided-slice
+    # gradients, several times the whole attention.
+    heads_first = tf.transpose(
+        tf.reshape(qkv, [batch, tokens, 3, heads, head_size]), [2, 0, 3, 1, 4]
+    )
+    q, k, v = tf.unstack(heads_first)  # each [B, heads, T, d]
+    scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(head_size))
+    attended = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [B, heads, T, d]
+    return tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch, tokens, heads * head_size])
+
+
 ENCODER_LAYER_NAMES = ("qkv", "attention_out", "ffn1", "ffn2")
 
 
@@ -290,19 +307,7 @@ class TransformerModel(tf.Module):
         """One pre-norm encoder layer: attention, then the feed-forward block, each residual."""
         qkv_layer, attention_out, ffn1, ffn2 = linears
         qkv = qkv_layer(attention_norm(x), capture)
-        batch = tf.shape(qkv)[0]
-        tokens = IMAGE_SIDE
-        # Split on the last axis, not by slicing a 5-D transpose: the strided-slice gradients of
-        # the latter cost several times the whole attention.
-        q, k, v = (
-            tf.transpose(tf.reshape(part, [batch, tokens, self.heads, self.qkv_size]), [0, 2, 1, 3])
-            for part in tf.split(qkv, 3, axis=-1)
-        )  # each [B, heads, T, d]
-        scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.qkv_size))
-        attended = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [B, heads, T, d]
-        attended = tf.reshape(
-            tf.transpose(attended, [0, 2, 1, 3]), [batch, tokens, self.heads * self.qkv_size]
-        )
+        attended = multi_head_attention(qkv, IMAGE_SIDE, self.heads, self.qkv_size)
         x = x + self._dropout(attention_out(attended, capture), training)
         hidden = self._dropout(tf.nn.gelu(ffn1(ffn_norm(x), capture)), training)
         return x + self._dropout(ffn2(hidden, capture), training)
