@@ -146,15 +146,25 @@ inline void Transpose8x8<float>(const float* src, int64_t ld_src, float* dst, in
   _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x31));
 }
 
-// Scratch memory of the calling thread, reused across calls (grown, never shrunk): the per-chunk
-// transposes of the products live there, so they stay in this core's cache between being written
-// and being read.
+// Scratch memory of the calling thread, reused across calls (grown, never shrunk), 64-byte
+// aligned so that no vector access straddles two cache lines: the per-chunk transposes of the
+// products live there, so they stay in this core's cache between being written and being read.
 template <typename T>
 T* ThreadScratch(int slot, int64_t size) {
-  thread_local std::vector<T> buffers[3];
-  std::vector<T>& buffer = buffers[slot];
-  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
-  return buffer.data();
+  constexpr int64_t kAlign = 64;
+  struct Buffer {
+    std::unique_ptr<char[]> memory;
+    int64_t capacity = 0;  // bytes usable from the aligned start
+  };
+  thread_local Buffer buffers[3];
+  Buffer& buffer = buffers[slot];
+  const int64_t bytes = size * static_cast<int64_t>(sizeof(T));
+  if (buffer.capacity < bytes) {
+    buffer.memory.reset(new char[bytes + kAlign]);
+    buffer.capacity = bytes;
+  }
+  const uintptr_t start = reinterpret_cast<uintptr_t>(buffer.memory.get());
+  return reinterpret_cast<T*>((start + kAlign - 1) / kAlign * kAlign);
 }
 
 // Rows [0, rows) of src [.., width] (row stride width) transposed into dst [width][padded], rows
