@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -69,6 +70,41 @@ inline absl::Status SameBatchError(const char* op, const std::string& x, const s
   return absl::InvalidArgumentError(absl::StrCat(
       op, ": x and dy must have the same number of rows (batch), got x ", x, " and dy ", dy,
       "."));
+}
+
+// The attention's heads layout, attr heads_layout = [parts, heads, tokens]: the op's
+// [batch * tokens, parts * heads * head_size] matrix (BsmmForward's output, BsmmBackward's dy) is
+// stored as [parts, batch, heads, tokens, head_size], the layout the attention's batched products
+// read. `width` is the matrix's column count (n_out).
+inline absl::Status CheckHeadsLayout(const char* op, const std::vector<int64_t>& layout,
+                                     int64_t bs, int64_t width) {
+  if (layout.empty()) return absl::OkStatus();
+  if (layout.size() != 3 || *std::min_element(layout.begin(), layout.end()) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": heads_layout must be [parts, heads, tokens] with positive entries, got ",
+        layout.size(), " entries. Pass [] for the row-major layout."));
+  }
+  const int64_t groups = layout[0] * layout[1];
+  if (width % groups != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": n_out = ", width, " does not split into parts x heads = ", groups,
+        " heads of equal size. Use a width that is a multiple of parts * heads."));
+  }
+  const int64_t head_size = width / groups;
+  if (bs == 4 || head_size % 8 != 0 || head_size % bs != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": the heads layout needs a head size (", head_size,
+        ") that is a multiple of 8 and of the block size (", bs,
+        "), and block size 1, 8 or 16. Use the row-major layout (heads_layout = []) here."));
+  }
+  return absl::OkStatus();
+}
+
+inline absl::Status CheckHeadsRows(const char* op, int64_t rows, int64_t tokens) {
+  if (rows % tokens == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": ", rows, " rows are not whole sequences of ", tokens,
+      " tokens (heads_layout). Pass batch * tokens rows."));
 }
 
 // Block coordinates idx[0 .. nnz) within [0, limit).

@@ -67,6 +67,21 @@ inline void ParallelUnits(OpKernelContext* ctx, int64_t units, int64_t cost_per_
 }
 
 // ---------------------------------------------------------------------------------------------
+// Where the elements of a logical [rows, cols] matrix live: element (r, c) at Row(r) + Col(c).
+// Row-major with leading dimension ld, or given by offset tables: the attention's heads layout
+// [parts, batch, heads, tokens, head_size] of a [batch * tokens, parts * heads * head_size]
+// matrix, whose columns are contiguous within a head (so within every 8-column tile and every
+// block the kernels read or write at once).
+struct MatrixMap {
+  int64_t ld = 0;
+  const int64_t* row_offsets = nullptr;
+  const int64_t* col_offsets = nullptr;
+  int64_t Row(int64_t r) const { return row_offsets != nullptr ? row_offsets[r] : r * ld; }
+  int64_t Col(int64_t c) const { return col_offsets != nullptr ? col_offsets[c] : c; }
+  static MatrixMap RowMajor(int64_t ld) { return MatrixMap{ld, nullptr, nullptr}; }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Block grouping.
 
 

@@ -3,6 +3,9 @@
 // the instruction-set variant chosen at load time (bsmm_dispatch.h, bsmm_products.h).
 #include <algorithm>
 #include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
 
 #include "bsmm_checks.h"
 #include "bsmm_dispatch.h"
@@ -56,6 +59,39 @@ const KernelTable<T>* TableOrFail(OpKernelContext* ctx) {
   return table;
 }
 
+// The offsets of the heads layout [parts, batch, heads, tokens, head_size] of a [batch * tokens,
+// parts * heads * head_size] matrix (CheckHeadsLayout), or a row-major map when `layout` is empty.
+class HeadsMap {
+ public:
+  absl::Status Build(const char* op, const std::vector<int64_t>& layout, int64_t rows,
+                     int64_t cols) {
+    map_ = MatrixMap::RowMajor(cols);
+    if (layout.empty()) return absl::OkStatus();
+    const int64_t parts = layout[0], heads = layout[1], tokens = layout[2];
+    TF_RETURN_IF_ERROR(CheckHeadsRows(op, rows, tokens));
+    const int64_t head_size = cols / (parts * heads);
+    const int64_t batch = rows / tokens;
+    row_offsets_.resize(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      row_offsets_[r] = (r / tokens) * heads * tokens * head_size + (r % tokens) * head_size;
+    }
+    col_offsets_.resize(cols);
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t group = c / head_size;
+      col_offsets_[c] = (group / heads) * batch * heads * tokens * head_size +
+                        (group % heads) * tokens * head_size + c % head_size;
+    }
+    map_ = MatrixMap{cols, row_offsets_.data(), col_offsets_.data()};
+    return absl::OkStatus();
+  }
+  const MatrixMap& map() const { return map_; }
+
+ private:
+  std::vector<int64_t> row_offsets_;
+  std::vector<int64_t> col_offsets_;
+  MatrixMap map_;
+};
+
 // y [m, n_out] = x [m, n_in] . W.
 template <typename T>
 class BsmmForwardOp : public OpKernel {
@@ -64,6 +100,8 @@ class BsmmForwardOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
     OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
     OP_REQUIRES_OK(c, c->GetAttr("n_out", &n_out_));
+    OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
+    OP_REQUIRES_OK(c, CheckHeadsLayout(kOp, heads_layout_, bs_, n_out_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -84,18 +122,27 @@ class BsmmForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
                                     rows.dim_size(0), n_in / bs_, n_out_ / bs_, n_in, n_out_, bs_,
                                     by_row, &groups));
+    HeadsMap y_map;
+    OP_REQUIRES_OK(ctx, y_map.Build(kOp, heads_layout_, m, n_out_));
+    TensorShape y_shape({m, n_out_});
+    if (!heads_layout_.empty()) {
+      const int64_t parts = heads_layout_[0], heads = heads_layout_[1];
+      const int64_t tokens = heads_layout_[2];
+      y_shape = TensorShape({parts, m / tokens, heads, tokens, n_out_ / (parts * heads)});
+    }
     Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({m, n_out_}), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, y_shape, &y));
     if (m == 0 || n_out_ == 0) return;
     OP_REQUIRES_OK(ctx, table->product[BlockSizeIndex(bs_)](ctx, Data<T>(x), m, n_in, *groups,
                                                             Data<T>(values), MutableData<T>(y),
-                                                            n_out_));
+                                                            n_out_, y_map.map()));
   }
 
  private:
   static constexpr char kOp[] = "BsmmForward";
   int64_t bs_;
   int64_t n_out_;
+  std::vector<int64_t> heads_layout_;
   GroupCache groups_;
 };
 
@@ -125,7 +172,10 @@ class BsmmGradientOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
     OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
     if (Kind::kX < 0) OP_REQUIRES_OK(c, c->GetAttr("n_in", &n_in_attr_));
-    if (Kind::kDx && Kind::kDvalues) OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
+    if (Kind::kDx && Kind::kDvalues) {
+      OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
+      OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
+    }
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -134,15 +184,29 @@ class BsmmGradientOp : public OpKernel {
     const Tensor* values = Kind::kValues >= 0 ? &ctx->input(Kind::kValues) : nullptr;
     const Tensor& rows = ctx->input(Kind::kRows);
     const Tensor& cols = ctx->input(Kind::kRows + 1);
-    OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, 2));
+    const bool heads = !heads_layout_.empty();
+    OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, heads ? 5 : 2));
+    int64_t m = dy.dim_size(0);
+    int64_t n_out = dy.dim_size(1);
+    if (heads) {  // dy [parts, batch, heads, tokens, head_size]
+      m = dy.dim_size(1) * heads_layout_[2];
+      n_out = heads_layout_[0] * heads_layout_[1] * dy.dim_size(4);
+      OP_REQUIRES(ctx,
+                  dy.dim_size(0) == heads_layout_[0] && dy.dim_size(2) == heads_layout_[1] &&
+                      dy.dim_size(3) == heads_layout_[2],
+                  absl::InvalidArgumentError(absl::StrCat(
+                      kOp, ": dy ", dy.shape().DebugString(),
+                      " is not [parts, batch, heads, tokens, head_size] for heads_layout [",
+                      absl::StrJoin(heads_layout_, ", "), "]. Pass BsmmForward's output layout.")));
+      OP_REQUIRES_OK(ctx, CheckHeadsLayout(kOp, heads_layout_, bs_, n_out));
+    }
     if (x != nullptr) {
       OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", *x, 2));
-      OP_REQUIRES_OK(ctx, CheckSameBatch(kOp, *x, dy));
+      OP_REQUIRES(ctx, x->dim_size(0) == m,
+                  SameBatchError(kOp, x->shape().DebugString(), dy.shape().DebugString()));
     }
     OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, values, rows, cols, bs_));
-    const int64_t m = dy.dim_size(0);
     const int64_t n_in = x != nullptr ? x->dim_size(1) : n_in_attr_;
-    const int64_t n_out = dy.dim_size(1);
     if (x != nullptr) OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
     if (x == nullptr) OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
@@ -172,10 +236,12 @@ class BsmmGradientOp : public OpKernel {
       if (dvalues != nullptr) std::fill_n(dvalues, nnz * bs_ * bs_, T(0));
       return;
     }
+    HeadsMap dy_map;
+    OP_REQUIRES_OK(ctx, dy_map.Build(kOp, heads_layout_, m, n_out));
     OP_REQUIRES_OK(ctx, table->backward[BlockSizeIndex(bs_)](
-                            ctx, x != nullptr ? Data<T>(*x) : nullptr, Data<T>(dy), m, n_in, n_out,
-                            *groups, values != nullptr ? Data<T>(*values) : nullptr, dx,
-                            dvalues));
+                            ctx, x != nullptr ? Data<T>(*x) : nullptr, Data<T>(dy), dy_map.map(),
+                            m, n_in, n_out, *groups,
+                            values != nullptr ? Data<T>(*values) : nullptr, dx, dvalues));
   }
 
  private:
@@ -183,6 +249,7 @@ class BsmmGradientOp : public OpKernel {
   int64_t bs_;
   int64_t n_in_attr_ = 0;
   bool compute_dx_ = Kind::kDx;
+  std::vector<int64_t> heads_layout_;
   GroupCache groups_;
 };
 

@@ -69,15 +69,17 @@ inline T LaneSum(const Vec<T, L>& v) {
 // Packing (copies of the input, never of the dense weight).
 
 // Panels for block sizes > 1: dst[p] = src[:, p*B : (p+1)*B] as a contiguous [m, B] panel,
-// so a block's slice of the batch is one stream instead of m strided pieces.
+// so a block's slice of the batch is one stream instead of m strided pieces; src [m, width]
+// addressed by `map`.
 template <typename T, int B>
-void PackPanels(OpKernelContext* ctx, const T* src, int64_t m, int64_t width, T* dst) {
+void PackPanels(OpKernelContext* ctx, const T* src, const MatrixMap& map, int64_t m,
+                int64_t width, T* dst) {
   using V = Vec<T, B>;
   ParallelUnits(ctx, width / B, m * B / 4 + 16, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       T* d = dst + p * m * B;
-      const T* s = src + p * B;
-      for (int64_t r = 0; r < m; ++r) Store(d + r * B, Load<V>(s + r * width));
+      const T* s = src + map.Col(p * B);
+      for (int64_t r = 0; r < m; ++r) Store(d + r * B, Load<V>(s + map.Row(r)));
     }
   });
 }
@@ -102,48 +104,54 @@ struct BatchChunks {
   }
 };
 
-// dst[c * ld_dst + r] = src[r * ld_src + c] for an 8 x 8 tile.
-template <typename T>
-inline void Transpose8x8(const T* src, int64_t ld_src, T* dst, int64_t ld_dst) {
-  for (int r = 0; r < 8; ++r) {
-    for (int c = 0; c < 8; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+// An 8 x 8 tile transposed: dst_row(c)[r] = src_row(r)[c], rows given by accessors (int -> pointer).
+template <typename T, typename SrcRow, typename DstRow>
+inline void Transpose8x8Rows(SrcRow src_row, DstRow dst_row) {
+  if constexpr (std::is_same_v<T, float>) {
+    __m256 r0 = _mm256_loadu_ps(src_row(0));
+    __m256 r1 = _mm256_loadu_ps(src_row(1));
+    __m256 r2 = _mm256_loadu_ps(src_row(2));
+    __m256 r3 = _mm256_loadu_ps(src_row(3));
+    __m256 r4 = _mm256_loadu_ps(src_row(4));
+    __m256 r5 = _mm256_loadu_ps(src_row(5));
+    __m256 r6 = _mm256_loadu_ps(src_row(6));
+    __m256 r7 = _mm256_loadu_ps(src_row(7));
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1);
+    const __m256 t1 = _mm256_unpackhi_ps(r0, r1);
+    const __m256 t2 = _mm256_unpacklo_ps(r2, r3);
+    const __m256 t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256 t4 = _mm256_unpacklo_ps(r4, r5);
+    const __m256 t5 = _mm256_unpackhi_ps(r4, r5);
+    const __m256 t6 = _mm256_unpacklo_ps(r6, r7);
+    const __m256 t7 = _mm256_unpackhi_ps(r6, r7);
+    r0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    r1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    r2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    r3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    r4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    r5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    r6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    r7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(dst_row(0), _mm256_permute2f128_ps(r0, r4, 0x20));
+    _mm256_storeu_ps(dst_row(1), _mm256_permute2f128_ps(r1, r5, 0x20));
+    _mm256_storeu_ps(dst_row(2), _mm256_permute2f128_ps(r2, r6, 0x20));
+    _mm256_storeu_ps(dst_row(3), _mm256_permute2f128_ps(r3, r7, 0x20));
+    _mm256_storeu_ps(dst_row(4), _mm256_permute2f128_ps(r0, r4, 0x31));
+    _mm256_storeu_ps(dst_row(5), _mm256_permute2f128_ps(r1, r5, 0x31));
+    _mm256_storeu_ps(dst_row(6), _mm256_permute2f128_ps(r2, r6, 0x31));
+    _mm256_storeu_ps(dst_row(7), _mm256_permute2f128_ps(r3, r7, 0x31));
+  } else {
+    for (int r = 0; r < 8; ++r) {
+      for (int c = 0; c < 8; ++c) dst_row(c)[r] = src_row(r)[c];
+    }
   }
 }
 
-template <>
-inline void Transpose8x8<float>(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
-  __m256 r0 = _mm256_loadu_ps(src + 0 * ld_src);
-  __m256 r1 = _mm256_loadu_ps(src + 1 * ld_src);
-  __m256 r2 = _mm256_loadu_ps(src + 2 * ld_src);
-  __m256 r3 = _mm256_loadu_ps(src + 3 * ld_src);
-  __m256 r4 = _mm256_loadu_ps(src + 4 * ld_src);
-  __m256 r5 = _mm256_loadu_ps(src + 5 * ld_src);
-  __m256 r6 = _mm256_loadu_ps(src + 6 * ld_src);
-  __m256 r7 = _mm256_loadu_ps(src + 7 * ld_src);
-  const __m256 t0 = _mm256_unpacklo_ps(r0, r1);
-  const __m256 t1 = _mm256_unpackhi_ps(r0, r1);
-  const __m256 t2 = _mm256_unpacklo_ps(r2, r3);
-  const __m256 t3 = _mm256_unpackhi_ps(r2, r3);
-  const __m256 t4 = _mm256_unpacklo_ps(r4, r5);
-  const __m256 t5 = _mm256_unpackhi_ps(r4, r5);
-  const __m256 t6 = _mm256_unpacklo_ps(r6, r7);
-  const __m256 t7 = _mm256_unpackhi_ps(r6, r7);
-  r0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-  r1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  r2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-  r3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-  r4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-  r5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-  r6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-  r7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-  _mm256_storeu_ps(dst + 0 * ld_dst, _mm256_permute2f128_ps(r0, r4, 0x20));
-  _mm256_storeu_ps(dst + 1 * ld_dst, _mm256_permute2f128_ps(r1, r5, 0x20));
-  _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x20));
-  _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x20));
-  _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(r0, r4, 0x31));
-  _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(r1, r5, 0x31));
-  _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x31));
-  _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x31));
+// dst[c * ld_dst + r] = src[r * ld_src + c] for an 8 x 8 tile.
+template <typename T>
+inline void Transpose8x8(const T* src, int64_t ld_src, T* dst, int64_t ld_dst) {
+  Transpose8x8Rows<T>([&](int i) { return src + i * ld_src; },
+                      [&](int i) { return dst + i * ld_dst; });
 }
 
 // Scratch memory of the calling thread, reused across calls (grown, never shrunk), 64-byte
@@ -167,45 +175,57 @@ T* ThreadScratch(int slot, int64_t size) {
   return reinterpret_cast<T*>((start + kAlign - 1) / kAlign * kAlign);
 }
 
-// Rows [0, rows) of src [.., width] (row stride width) transposed into dst [width][padded], rows
-// padded with zeros up to `padded`: one batch chunk of BatchChunks' layout. 16 rows at a time, so
-// that src is read as 16 streams and every 64-byte line of dst is written whole.
+// Rows [row0, row0 + rows) of src (a [.., width] matrix, addressed by `map`) transposed into dst
+// [width][padded], rows padded with zeros up to `padded`: one batch chunk of BatchChunks' layout.
+// 16 rows at a time, so that src is read as 16 streams and every 64-byte line of dst is written
+// whole.
 template <typename T>
-void TransposeChunk(const T* src, int64_t width, int64_t rows, int64_t padded, T* dst) {
+void TransposeChunk(const T* src, const MatrixMap& map, int64_t row0, int64_t width,
+                    int64_t rows, int64_t padded, T* dst) {
   const int64_t full_rows = rows / 8 * 8;
   const int64_t full_k = width / 8 * 8;
+  auto tile = [&](int64_t r, int64_t k) {
+    const T* base = src + map.Col(k);
+    Transpose8x8Rows<T>([&](int i) { return base + map.Row(row0 + r + i); },
+                        [&](int i) { return dst + (k + i) * padded + r; });
+  };
   int64_t r = 0;
   for (; r + 16 <= full_rows; r += 16) {
     for (int64_t k = 0; k < full_k; k += 8) {
-      Transpose8x8<T>(src + r * width + k, width, dst + k * padded + r, padded);
-      Transpose8x8<T>(src + (r + 8) * width + k, width, dst + k * padded + r + 8, padded);
+      tile(r, k);
+      tile(r + 8, k);
     }
   }
   if (r < full_rows) {
-    for (int64_t k = 0; k < full_k; k += 8) {
-      Transpose8x8<T>(src + r * width + k, width, dst + k * padded + r, padded);
-    }
+    for (int64_t k = 0; k < full_k; k += 8) tile(r, k);
   }
   for (int64_t k = 0; k < width; ++k) {
-    for (int64_t i = k < full_k ? full_rows : 0; i < rows; ++i) dst[k * padded + i] = src[i * width + k];
+    const T* column = src + map.Col(k);
+    for (int64_t i = k < full_k ? full_rows : 0; i < rows; ++i) {
+      dst[k * padded + i] = column[map.Row(row0 + i)];
+    }
     for (int64_t i = rows; i < padded; ++i) dst[k * padded + i] = T(0);
   }
 }
 
-// The inverse of TransposeChunk: dst rows [0, rows) (row stride ld) from src [width][stride].
+// The inverse of TransposeChunk: rows [row0, row0 + rows) of dst (addressed by `map`) from src
+// [width][stride].
 template <typename T>
 void UntransposeChunk(const T* src, int64_t width, int64_t stride, int64_t rows, T* dst,
-                      int64_t ld) {
+                      const MatrixMap& map, int64_t row0) {
   const int64_t full_rows = rows / 8 * 8;
   const int64_t full_k = width / 8 * 8;
   for (int64_t r = 0; r < full_rows; r += 8) {
     for (int64_t k = 0; k < full_k; k += 8) {
-      Transpose8x8<T>(src + k * stride + r, stride, dst + r * ld + k, ld);
+      T* base = dst + map.Col(k);
+      Transpose8x8Rows<T>([&](int i) { return src + (k + i) * stride + r; },
+                          [&](int i) { return base + map.Row(row0 + r + i); });
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
+    T* row = dst + map.Row(row0 + r);
     for (int64_t k = r < full_rows ? full_k : 0; k < width; ++k) {
-      dst[r * ld + k] = src[k * stride + r];
+      row[map.Col(k)] = src[k * stride + r];
     }
   }
 }
@@ -255,9 +275,11 @@ constexpr int RowTileRows() {
   return r < 1 ? 1 : (r > 14 ? 14 : r);
 }
 
+// `out`: the output block's rows, row r at out + map.Row(r) (map's column offset already in out).
 template <typename T, int B, int R>
 inline void BlockRowTile(const T* in, int64_t panel_stride, int64_t ld, const int32_t* blocks,
-                         const int32_t* panels, int64_t n, const T* w, T* out, int64_t ld_out) {
+                         const int32_t* panels, int64_t n, const T* w, T* out,
+                         const MatrixMap& map, int64_t row0) {
   constexpr int L = LanesFor<T, B>();
   constexpr int NV = B / L;
   using V = Vec<T, L>;
@@ -285,46 +307,48 @@ inline void BlockRowTile(const T* in, int64_t panel_stride, int64_t ld, const in
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
+    T* row = out + map.Row(row0 + r);
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) Store(out + r * ld_out + v * L, acc[r][v]);
+    for (int v = 0; v < NV; ++v) Store(row + v * L, acc[r][v]);
   }
 }
 
 template <typename T, int B, int R>
 struct BlockRowTail {
   static void Run(int rem, const T* in, int64_t panel_stride, int64_t ld, const int32_t* blocks,
-                  const int32_t* panels, int64_t n, const T* w, T* out, int64_t ld_out) {
+                  const int32_t* panels, int64_t n, const T* w, T* out, const MatrixMap& map,
+                  int64_t row0) {
     if (rem == R) {
-      BlockRowTile<T, B, R>(in, panel_stride, ld, blocks, panels, n, w, out, ld_out);
+      BlockRowTile<T, B, R>(in, panel_stride, ld, blocks, panels, n, w, out, map, row0);
     } else {
-      BlockRowTail<T, B, R - 1>::Run(rem, in, panel_stride, ld, blocks, panels, n, w, out, ld_out);
+      BlockRowTail<T, B, R - 1>::Run(rem, in, panel_stride, ld, blocks, panels, n, w, out, map,
+                                     row0);
     }
   }
 };
 template <typename T, int B>
 struct BlockRowTail<T, B, 0> {
   static void Run(int, const T*, int64_t, int64_t, const int32_t*, const int32_t*, int64_t,
-                  const T*, T*, int64_t) {}
+                  const T*, T*, const MatrixMap&, int64_t) {}
 };
 
-// Batch rows [m0, m1) of one output block of width B at `out` (row stride ld_out).
+// Batch rows [m0, m1) of one output block of width B: row m at out + map.Row(m).
 template <typename T, int B>
 void BlockRowProduct(const T* in, int64_t panel_stride, int64_t ld, int64_t m0, int64_t m1,
                      const int32_t* blocks, const int32_t* panels, int64_t n, const T* w, T* out,
-                     int64_t ld_out) {
+                     const MatrixMap& map) {
   if (n == 0) {
-    for (int64_t m = m0; m < m1; ++m) std::fill_n(out + m * ld_out, B, T(0));
+    for (int64_t m = m0; m < m1; ++m) std::fill_n(out + map.Row(m), B, T(0));
     return;
   }
   constexpr int R = RowTileRows<T, B>();
   int64_t m = m0;
   for (; m + R <= m1; m += R) {
-    BlockRowTile<T, B, R>(in + m * ld, panel_stride, ld, blocks, panels, n, w, out + m * ld_out,
-                          ld_out);
+    BlockRowTile<T, B, R>(in + m * ld, panel_stride, ld, blocks, panels, n, w, out, map, m);
   }
   if (m < m1) {
     BlockRowTail<T, B, R - 1>::Run(static_cast<int>(m1 - m), in + m * ld, panel_stride, ld,
-                                   blocks, panels, n, w, out + m * ld_out, ld_out);
+                                   blocks, panels, n, w, out, map, m);
   }
 }
 
@@ -433,13 +457,14 @@ inline void ScatterAxpyDispatch(int nv, const T* row, T* out, int64_t stride, co
   kTable[nv - 1](row, out, stride, other, w, n);
 }
 
-// Output columns [col_begin, col_end) of one batch chunk's rows of out (`rows` rows from `out`,
-// row stride ld_out): column j is the sum over its group's entries p of weight(p) * in[:, other[p]]
-// (weight(p) as in SparseAxpy), with the chunk of `in` transposed as [width][stride].
+// Output columns [col_begin, col_end) of the rows [row0, row0 + rows) of out (addressed by
+// `map`): column j is the sum over its group's entries p of weight(p) * in[:, other[p]] (weight(p)
+// as in SparseAxpy), with the chunk of `in` transposed as [width][stride].
 template <typename T>
 void SparseColumnsChunk(const T* chunk, int64_t stride, int64_t rows, const int32_t* ptr,
                         const int32_t* other, const T* values, const int32_t* order,
-                        int64_t col_begin, int64_t col_end, T* out, int64_t ld_out) {
+                        int64_t col_begin, int64_t col_end, T* out, const MatrixMap& map,
+                        int64_t row0) {
   constexpr int L = NativeLanes<T>();
   constexpr int G = 16;
   alignas(64) T buf[G][BatchChunks<T>::kChunk];
@@ -458,26 +483,15 @@ void SparseColumnsChunk(const T* chunk, int64_t stride, int64_t rows, const int3
     const int64_t full_rows = rows / 8 * 8;
     for (int64_t r = 0; r < full_rows; r += 8) {
       for (int jj = 0; jj < full_g; jj += 8) {
-        Transpose8x8<T>(&buf[jj][r], BatchChunks<T>::kChunk, out + r * ld_out + j0 + jj, ld_out);
+        T* base = out + map.Col(j0 + jj);
+        Transpose8x8Rows<T>([&](int i) { return &buf[jj + i][r]; },
+                            [&](int i) { return base + map.Row(row0 + r + i); });
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
-      T* dst = out + r * ld_out + j0;
-      for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) dst[jj] = buf[jj][r];
+      T* row = out + map.Row(row0 + r);
+      for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) row[map.Col(j0 + jj)] = buf[jj][r];
     }
-  }
-}
-
-// SparseColumnsChunk over every chunk of `packed` (BatchChunks layout), chunks outermost so that
-// one chunk of `in` stays in cache for all the columns of the shard.
-template <typename T>
-void SparseColumns(const T* packed, const BatchChunks<T>& layout, const int32_t* ptr,
-                   const int32_t* other, const T* values, const int32_t* order, int64_t col_begin,
-                   int64_t col_end, T* out, int64_t ld_out) {
-  for (int64_t c = 0; c < layout.count(); ++c) {
-    SparseColumnsChunk<T>(packed + layout.offset(c), layout.padded(c), layout.rows(c), ptr, other,
-                          values, order, col_begin, col_end,
-                          out + c * BatchChunks<T>::kChunk * ld_out, ld_out);
   }
 }
 

@@ -10,6 +10,7 @@
 // The shape functions repeat the static checks of the kernels (bsmm_checks.h) so that graph
 // construction fails early with the same messages.
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -79,21 +80,38 @@ REGISTER_OP("BsmmForward")
     .Attr("T: {float, double}")
     .Attr("block_size: int")
     .Attr("n_out: int >= 0")
+    .Attr("heads_layout: list(int) = []")
     .SetShapeFn([](InferenceContext* c) -> absl::Status {
       constexpr char kOp[] = "BsmmForward";
       int64_t bs, n_out;
+      std::vector<int64_t> heads;
       TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
       TF_RETURN_IF_ERROR(c->GetAttr("n_out", &n_out));
+      TF_RETURN_IF_ERROR(c->GetAttr("heads_layout", &heads));
       ShapeHandle x;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
       DimensionHandle nnz;
       TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 1, 2, bs, &nnz));
       TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", c->Dim(x, 1), bs));
       TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out", c->MakeDim(n_out), bs));
-      c->set_output(0, c->MakeShape({c->Dim(x, 0), n_out}));
+      TF_RETURN_IF_ERROR(CheckHeadsLayout(kOp, heads, bs, n_out));
+      if (heads.empty()) {
+        c->set_output(0, c->MakeShape({c->Dim(x, 0), n_out}));
+        return absl::OkStatus();
+      }
+      const int64_t parts = heads[0], n_heads = heads[1], tokens = heads[2];
+      DimensionHandle batch = c->UnknownDim();
+      if (c->ValueKnown(c->Dim(x, 0))) {
+        TF_RETURN_IF_ERROR(CheckHeadsRows(kOp, c->Value(c->Dim(x, 0)), tokens));
+        batch = c->MakeDim(c->Value(c->Dim(x, 0)) / tokens);
+      }
+      c->set_output(0, c->MakeShape({parts, batch, n_heads, tokens, n_out / (parts * n_heads)}));
       return absl::OkStatus();
     })
-    .Doc("Block-sparse y = x . W, W given as values [nnz, bs, bs] at block (rows, cols).");
+    .Doc(
+        "Block-sparse y = x . W, W given as values [nnz, bs, bs] at block (rows, cols). With "
+        "heads_layout = [parts, heads, tokens], y is written as [parts, batch, heads, tokens, "
+        "head_size] (x's rows are batch * tokens), the layout of an attention's Q, K, V.");
 
 REGISTER_OP("BsmmInputGrad")
     .Input("dy: T")
@@ -156,20 +174,34 @@ REGISTER_OP("BsmmBackward")
     .Attr("T: {float, double}")
     .Attr("block_size: int")
     .Attr("compute_dx: bool = true")
+    .Attr("heads_layout: list(int) = []")
     .SetShapeFn([](InferenceContext* c) -> absl::Status {
       constexpr char kOp[] = "BsmmBackward";
       int64_t bs;
       bool compute_dx;
+      std::vector<int64_t> heads;
       TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
       TF_RETURN_IF_ERROR(c->GetAttr("compute_dx", &compute_dx));
+      TF_RETURN_IF_ERROR(c->GetAttr("heads_layout", &heads));
       ShapeHandle x, dy;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
-      DimensionHandle batch, nnz;
-      TF_RETURN_IF_ERROR(SameBatch(c, kOp, x, dy, &batch));
+      DimensionHandle batch = c->Dim(x, 0), nnz, n_out = c->UnknownDim();
+      if (heads.empty()) {
+        TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
+        TF_RETURN_IF_ERROR(SameBatch(c, kOp, x, dy, &batch));
+        n_out = c->Dim(dy, 1);
+      } else {
+        TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 5, &dy));
+        if (c->ValueKnown(c->Dim(dy, 4))) {
+          n_out = c->MakeDim(heads[0] * heads[1] * c->Value(c->Dim(dy, 4)));
+        }
+      }
       TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 2, 3, bs, &nnz));
       TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", c->Dim(x, 1), bs));
-      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", c->Dim(dy, 1), bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", n_out, bs));
+      if (!heads.empty() && c->ValueKnown(n_out)) {
+        TF_RETURN_IF_ERROR(CheckHeadsLayout(kOp, heads, bs, c->Value(n_out)));
+      }
       c->set_output(0, c->MakeShape({compute_dx ? batch : c->MakeDim(0), c->Dim(x, 1)}));
       c->set_output(1, c->MakeShape({nnz, bs, bs}));
       return absl::OkStatus();
@@ -177,7 +209,8 @@ REGISTER_OP("BsmmBackward")
     .Doc(
         "The gradient of BsmmForward in one op: dx = dy . W^T ([batch, n_in]; an empty "
         "[0, n_in] without compute_dx) and dvalues = (x^T . dy) at the non-zero blocks, reading "
-        "dy once for both.");
+        "dy once for both. With heads_layout, dy is [parts, batch / tokens, heads, tokens, "
+        "head_size], as BsmmForward's output with the same heads_layout.");
 
 REGISTER_OP("BsmmDenseGrad")
     .Input("x: T")

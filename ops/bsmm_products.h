@@ -38,19 +38,20 @@ absl::Status AllocateTemp(OpKernelContext* ctx, int64_t size, Tensor* out) {
 
 // ---- panels: forward and input gradient for block sizes 8, 16; values gradient for 4, 8, 16 ----
 
-// x [m, width] as panels [width/B, m, B].
+// x [m, width] (addressed by `map`) as panels [width/B, m, B].
 template <typename T, int B>
-absl::Status Panels(OpKernelContext* ctx, const T* x, int64_t m, int64_t width, Tensor* out) {
+absl::Status Panels(OpKernelContext* ctx, const T* x, const MatrixMap& map, int64_t m,
+                    int64_t width, Tensor* out) {
   TF_RETURN_IF_ERROR(AllocateTemp<T>(ctx, m * width, out));
-  PackPanels<T, B>(ctx, x, m, width, MutableData<T>(out));
+  PackPanels<T, B>(ctx, x, map, m, width, MutableData<T>(out));
   return absl::OkStatus();
 }
 
 // out[:, u*B : +B] for each group u of `groups` (an output block-column, or an input block-row for
-// the input gradient), from the panels of the input.
+// the input gradient), from the panels of the input; out addressed by `map`.
 template <typename T, int B>
 void BlockProduct(OpKernelContext* ctx, const T* panels, int64_t m, const BlockGroups& groups,
-                  const T* w, T* out, int64_t ld_out) {
+                  const T* w, T* out, const MatrixMap& map) {
   const int64_t units = groups.keys();
   const int64_t cost = m * B * (4 + (groups.size() * B) / std::max<int64_t>(units, 1)) / 4;
   // Batch rows per pass: the panels' slices for these rows stay in L2 across the shard's units.
@@ -61,8 +62,8 @@ void BlockProduct(OpKernelContext* ctx, const T* panels, int64_t m, const BlockG
       for (int64_t u = begin; u < end; ++u) {
         const int32_t p0 = groups.ptr[u];
         BlockRowProduct<T, B>(panels, m * B, B, m0, m1, groups.order.get() + p0,
-                              groups.other.get() + p0, groups.ptr[u + 1] - p0, w, out + u * B,
-                              ld_out);
+                              groups.other.get() + p0, groups.ptr[u + 1] - p0, w,
+                              out + map.Col(u * B), map);
       }
     }
   });
@@ -81,17 +82,19 @@ absl::Status Chunks(OpKernelContext* ctx, const T* x, const BatchChunks<T>& layo
 // (groups by row, w = values^T).
 template <typename T, int B>
 absl::Status BlockMatmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
-                         const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
+                         const BlockGroups& groups, const T* w, T* out, const MatrixMap& out_map) {
   Tensor panels;
-  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, in, m, in_width, &panels)));
-  BlockProduct<T, B>(ctx, Data<T>(panels), m, groups, w, out, out_width);
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, in, MatrixMap::RowMajor(in_width), m, in_width, &panels)));
+  BlockProduct<T, B>(ctx, Data<T>(panels), m, groups, w, out, out_map);
   return absl::OkStatus();
 }
 
-// Block size 4: the batch-chunk kernel (see Block4Columns).
+// Block size 4: the batch-chunk kernel (see Block4Columns); out row-major only (out_map.ld).
 template <typename T>
 absl::Status Block4Matmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
-                          const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
+                          const BlockGroups& groups, const T* w, T* out,
+                          const MatrixMap& out_map) {
+  const int64_t out_width = out_map.ld;
   const BatchChunks<T> layout{m, in_width};
   Tensor packed;
   TF_RETURN_IF_ERROR(Chunks<T>(ctx, in, layout, &packed));
@@ -128,22 +131,25 @@ absl::Status TransposedBlocks(OpKernelContext* ctx, const T* values, int64_t nnz
 //   [B, m] x [m, B] product per block from the panels of x and dy.
 // At B >= 8 both read the same panels of dy, packed once.
 template <typename T, int B>
-absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const T* dy, int64_t m, int64_t n_in,
-                           int64_t n_out, const BlockGroups& groups, const T* values, T* dx,
-                           T* dvalues) {
+absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const T* dy, const MatrixMap& dy_map,
+                           int64_t m, int64_t n_in, int64_t n_out, const BlockGroups& groups,
+                           const T* values, T* dx, T* dvalues) {
   Tensor dy_panels, x_panels, values_t;
   const bool shared_panels = B >= 8 || dvalues != nullptr;
-  if (shared_panels) TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, m, n_out, &dy_panels)));
+  if (shared_panels) TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, dy_map, m, n_out, &dy_panels)));
   if (dx != nullptr) {
     TF_RETURN_IF_ERROR((TransposedBlocks<T, B>(ctx, values, groups.size(), &values_t)));
     if constexpr (B >= 8) {
-      BlockProduct<T, B>(ctx, Data<T>(dy_panels), m, groups, Data<T>(values_t), dx, n_in);
+      BlockProduct<T, B>(ctx, Data<T>(dy_panels), m, groups, Data<T>(values_t), dx,
+                         MatrixMap::RowMajor(n_in));
     } else {
-      TF_RETURN_IF_ERROR(Block4Matmul<T>(ctx, dy, m, n_out, groups, Data<T>(values_t), dx, n_in));
+      // Block size 4 reads dy row-major (the op accepts no other layout for it).
+      TF_RETURN_IF_ERROR(Block4Matmul<T>(ctx, dy, m, n_out, groups, Data<T>(values_t), dx,
+                                         MatrixMap::RowMajor(n_in)));
     }
   }
   if (dvalues == nullptr) return absl::OkStatus();
-  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, m, n_in, &x_panels)));
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, MatrixMap::RowMajor(n_in), m, n_in, &x_panels)));
   const T* xp = Data<T>(x_panels);
   const T* dyp = Data<T>(dy_panels);
   ParallelUnits(ctx, groups.keys(), m * B * B / 8 * (1 + groups.size() / groups.keys()),
@@ -216,7 +222,8 @@ void ScatterChunk(const T* in_t, int64_t keys, int64_t stride, const BlockGroups
 // ElementForwardByRow(m, n_in, n_out), else by output column.
 template <typename T>
 absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
-                            const BlockGroups& groups, const T* values, T* y, int64_t n_out) {
+                            const BlockGroups& groups, const T* values, T* y, int64_t n_out,
+                            const MatrixMap& y_map) {
   constexpr int64_t kChunk = ForwardChunks<T>::kChunk;
   const ForwardChunks<T> layout{m, n_in};
   const bool scatter = ElementForwardByRow(m, n_in, n_out);
@@ -230,14 +237,14 @@ absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t
     for (int64_t c = begin; c < end; ++c) {
       const int64_t rows = layout.rows(c);
       const int64_t stride = layout.padded(c);
-      TransposeChunk<T>(x + c * kChunk * n_in, n_in, rows, stride, x_t);
-      T* y_rows = y + c * kChunk * n_out;
+      const int64_t row0 = c * kChunk;
+      TransposeChunk<T>(x, MatrixMap::RowMajor(n_in), row0, n_in, rows, stride, x_t);
       if (scatter) {
         ScatterChunk<T>(x_t, n_in, stride, groups, weight, y_t, n_out);
-        UntransposeChunk<T>(y_t, n_out, stride, rows, y_rows, n_out);
+        UntransposeChunk<T>(y_t, n_out, stride, rows, y, y_map, row0);
       } else {
         SparseColumnsChunk<T>(x_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
-                              nullptr, 0, n_out, y_rows, n_out);
+                              nullptr, 0, n_out, y, y_map, row0);
       }
     }
   });
@@ -249,9 +256,9 @@ absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t
 //   dx [m, n_in] = dy . W^T                     (when dx is not null)
 //   dvalues [nnz] = x^T . dy at the non-zeros   (when dvalues is not null; else x may be null)
 template <typename T>
-absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy, int64_t m,
-                             int64_t n_in, int64_t n_out, const BlockGroups& groups,
-                             const T* values, T* dx, T* dvalues) {
+absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy,
+                             const MatrixMap& dy_map, int64_t m, int64_t n_in, int64_t n_out,
+                             const BlockGroups& groups, const T* values, T* dx, T* dvalues) {
   constexpr int L = NativeLanes<T>();
   constexpr int64_t kChunk = BackwardChunks<T>::kChunk;
   const BackwardChunks<T> layout{m, n_in};
@@ -280,9 +287,10 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy, int6
     for (int64_t c = begin; c < end; ++c) {
       const int64_t rows = layout.rows(c);
       const int64_t stride = layout.padded(c);
-      TransposeChunk<T>(dy + c * kChunk * n_out, n_out, rows, stride, dy_t);
+      const int64_t row0 = c * kChunk;
+      TransposeChunk<T>(dy, dy_map, row0, n_out, rows, stride, dy_t);
       if (dvalues != nullptr) {
-        TransposeChunk<T>(x + c * kChunk * n_in, n_in, rows, stride, x_t);
+        TransposeChunk<T>(x, MatrixMap::RowMajor(n_in), row0, n_in, rows, stride, x_t);
         const int nv = static_cast<int>(stride / L);
         T* out = c == 0 ? total : part + (c - 1) * nnz;
         for (int64_t k = 0; k < n_in; ++k) {
@@ -293,7 +301,7 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy, int6
       }
       if (dx != nullptr) {
         SparseColumnsChunk<T>(dy_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
-                              nullptr, 0, n_in, dx + c * kChunk * n_in, n_in);
+                              nullptr, 0, n_in, dx, MatrixMap::RowMajor(n_in), row0);
       }
     }
   });
@@ -378,13 +386,14 @@ void DenseGrad(OpKernelContext* ctx, const T* xd, int64_t m, int64_t n_in, const
 // The forward product of block size B: out [m, out_width] = in [m, in_width] . W.
 template <typename T, int B>
 absl::Status Product(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
-                     const BlockGroups& groups, const T* w, T* out, int64_t out_width) {
+                     const BlockGroups& groups, const T* w, T* out, int64_t out_width,
+                     const MatrixMap& out_map) {
   if constexpr (B == 1) {
-    return ElementForward<T>(ctx, in, m, in_width, groups, w, out, out_width);
+    return ElementForward<T>(ctx, in, m, in_width, groups, w, out, out_width, out_map);
   } else if constexpr (B == 4) {
-    return Block4Matmul<T>(ctx, in, m, in_width, groups, w, out, out_width);
+    return Block4Matmul<T>(ctx, in, m, in_width, groups, w, out, out_map);
   } else {
-    return BlockMatmul<T, B>(ctx, in, m, in_width, groups, w, out, out_width);
+    return BlockMatmul<T, B>(ctx, in, m, in_width, groups, w, out, out_map);
   }
 }
 

@@ -182,21 +182,42 @@ class GroupNorm1(tf.Module):
         return (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
 
 
-def multi_head_attention(qkv: tf.Tensor, tokens: int, heads: int, head_size: int) -> tf.Tensor:
-    """softmax(Q Kᵀ / √d) V per head, for qkv [B, tokens, 3·heads·d] (Q, K, V, each heads × d);
-    returns [B, tokens, heads·d]."""
-    batch = tf.shape(qkv)[0]
-    # One transpose to [3, B, heads, T, d], then unstack, whose outputs share its buffer: one copy
-    # of the QKV output instead of two (a split of the last axis, then a transpose per part); the
-    # gradient is a stack and a transpose. Slicing the transpose instead would cost strided-slice
-    # gradients, several times the whole attention.
-    heads_first = tf.transpose(
-        tf.reshape(qkv, [batch, tokens, 3, heads, head_size]), [2, 0, 3, 1, 4]
+def qkv_heads(
+    layer: Linear, x: tf.Tensor, heads: int, head_size: int, capture: list[Captured] | None
+) -> tf.Tensor:
+    """Q, K, V of x [B, tokens, width] as one [3, B, heads, tokens, head_size] tensor.
+
+    A sparse layer's native op writes that layout itself, and its gradient reads it, so neither
+    direction copies the 5.5 MB QKV output of the default model once more; a dense layer's output
+    (and the RigL update step's, which captures the row-major pre-bias output) is transposed. The
+    two give the same bits.
+    """
+    if capture is None:
+        fused = layer.heads_output(x, 3, heads)
+        if fused is not None:
+            return fused
+    qkv = layer(x, capture)
+    # One transpose to [3, B, heads, T, d]: one copy of the QKV output instead of two (a split of
+    # the last axis, then a transpose per part); its gradient is a transpose too.
+    tokens = int(qkv.shape[1])
+    return tf.transpose(
+        tf.reshape(qkv, [tf.shape(qkv)[0], tokens, 3, heads, head_size]), [2, 0, 3, 1, 4]
     )
-    q, k, v = tf.unstack(heads_first)  # each [B, heads, T, d]
+
+
+def multi_head_attention(qkv_heads_first: tf.Tensor) -> tf.Tensor:
+    """softmax(Q Kᵀ / √d) V per head, for Q, K, V as [3, B, heads, T, d]; returns [B, T, heads·d].
+
+    unstack's outputs share the input's buffer (its gradient is a stack); slicing instead would
+    cost strided-slice gradients, several times the whole attention.
+    """
+    q, k, v = tf.unstack(qkv_heads_first)  # each [B, heads, T, d]
+    _, heads, tokens, head_size = q.shape
     scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(head_size))
     attended = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [B, heads, T, d]
-    return tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch, tokens, heads * head_size])
+    return tf.reshape(
+        tf.transpose(attended, [0, 2, 1, 3]), [tf.shape(q)[0], tokens, heads * head_size]
+    )
 
 
 ENCODER_LAYER_NAMES = ("qkv", "attention_out", "ffn1", "ffn2")
@@ -306,8 +327,8 @@ class TransformerModel(tf.Module):
     ) -> tf.Tensor:
         """One pre-norm encoder layer: attention, then the feed-forward block, each residual."""
         qkv_layer, attention_out, ffn1, ffn2 = linears
-        qkv = qkv_layer(attention_norm(x), capture)
-        attended = multi_head_attention(qkv, IMAGE_SIDE, self.heads, self.qkv_size)
+        qkv = qkv_heads(qkv_layer, attention_norm(x), self.heads, self.qkv_size, capture)
+        attended = multi_head_attention(qkv)
         x = x + self._dropout(attention_out(attended, capture), training)
         hidden = self._dropout(tf.nn.gelu(ffn1(ffn_norm(x), capture)), training)
         return x + self._dropout(ffn2(hidden, capture), training)

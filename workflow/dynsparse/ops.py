@@ -171,10 +171,11 @@ def _register_gradients() -> None:
 
 def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
     """dX = dY . W^T and dValues = (X^T . dY) at the non-zero blocks, in one op that reads dY once
-    (BsmmBackward); none for rows/cols."""
+    (BsmmBackward, in dY's layout); none for rows/cols."""
     module = loaded_ops()
     x, values, rows, cols = op.inputs
     block_size = op.get_attr("block_size")
+    heads_layout = list(op.get_attr("heads_layout"))
     n_in = x.shape[-1]
     # Backprop says which inputs need no gradient (e.g. the model input).
     skip = getattr(op, "skip_input_indices", None) or ()
@@ -183,15 +184,22 @@ def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
         raise ValueError(
             "BsmmForward gradient: x's number of columns (n_in) must be known statically"
         )
-    if need_dx and not need_dvalues:
+    if need_dx and not need_dvalues and not heads_layout:
         dx = module.bsmm_input_grad(dy, values, rows, cols, block_size=block_size, n_in=n_in)
         return [dx, None, None, None]
-    if not need_dvalues:
+    if not (need_dx or need_dvalues):
         return [None, None, None, None]
     dx, dvalues = module.bsmm_backward(
-        x, dy, values, rows, cols, block_size=block_size, compute_dx=need_dx
+        x,
+        dy,
+        values,
+        rows,
+        cols,
+        block_size=block_size,
+        compute_dx=need_dx,
+        heads_layout=heads_layout,
     )
-    return [dx if need_dx else None, dvalues, None, None]
+    return [dx if need_dx else None, dvalues if need_dvalues else None, None, None]
 
 
 def _dropout_grad(op: Any, dy: tf.Tensor, _dmask: tf.Tensor) -> list[tf.Tensor | None]:
@@ -244,6 +252,34 @@ def bsmm(x: Any, values: Any, rows: Any, cols: Any, n_out: int) -> tf.Tensor:
         return y
     y = tf.reshape(y, tf.concat([leading, [n_out]], axis=0))
     return tf.ensure_shape(y, x.shape[:-1].concatenate([n_out]))
+
+
+def bsmm_heads(
+    x: Any, values: Any, rows: Any, cols: Any, n_out: int, parts: int, heads: int
+) -> tf.Tensor:
+    """y = x . W for x [b, tokens, n_in], written as [parts, b, heads, tokens, head_size] with
+    head_size = n_out / (parts * heads): an attention's Q, K, V (parts = 3) in the layout of its
+    batched products, without a transpose (block size 1, 8 or 16; head_size a multiple of 8).
+    The gradient reads dY in the same layout."""
+    import tensorflow as tf
+
+    module = loaded_ops()
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank != 3 or x.shape[1] is None:
+        raise ValueError(
+            f"bsmm_heads needs x [batch, tokens, n_in] with known tokens, got {x.shape}"
+        )
+    tokens = int(x.shape[1])
+    x2 = tf.reshape(x, [-1, x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]])
+    return module.bsmm_forward(
+        x2,
+        values,
+        rows,
+        cols,
+        block_size=block_size_of(values),
+        n_out=n_out,
+        heads_layout=[parts, heads, tokens],
+    )
 
 
 def bsmm_dense_grad(x: Any, dy: Any, block_size: int, pooling: str = "NONE") -> tf.Tensor:
