@@ -49,6 +49,7 @@ def test_quick_list_covers_every_block_size_and_kind() -> None:
         "numeric_gradient",
         "pattern_update",
         "determinism",
+        "heads_layout",
         "error",
     }
 

@@ -415,6 +415,42 @@ def determinism_checks(batch: int, n_in: int, n_out: int, bs: int) -> dict[str, 
     }
 
 
+def heads_layout_checks(bs: int) -> dict[str, dict[str, Any]]:
+    """The heads layout ([3, B, heads, T, d], attr heads_layout) against the row-major output
+    transposed, and the gradient from dY in that layout against dY transposed: bitwise equal."""
+    batch, tokens, n_in, heads, head_size = 3, 28, 32, 4, 16
+    n_out = 3 * heads * head_size
+    case = MatmulCase("heads", (batch * tokens,), n_in, n_out, bs, density=0.3, seed=12)
+    data = case_data(case)
+    rows, cols = data["rows"], data["cols"]
+    x = tf.constant(data["x"].reshape(batch, tokens, n_in))
+    values = tf.constant(data["values"])
+    dy_heads = tf.constant(
+        np.random.default_rng(13)
+        .standard_normal((3, batch, heads, tokens, head_size))
+        .astype(data["x"].dtype)
+    )
+
+    def to_heads(y: tf.Tensor) -> tf.Tensor:
+        return tf.transpose(tf.reshape(y, [batch, tokens, 3, heads, head_size]), [2, 0, 3, 1, 4])
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, values])
+        transposed = to_heads(ops.bsmm(x, values, rows, cols, n_out=n_out))
+        written = ops.bsmm_heads(x, values, rows, cols, n_out=n_out, parts=3, heads=heads)
+    expected = [transposed, *tape.gradient(transposed, [x, values], output_gradients=dy_heads)]
+    got = [written, *tape.gradient(written, [x, values], output_gradients=dy_heads)]
+    checks = {}
+    for name, a, b in zip(("y", "dx", "dvalues"), got, expected, strict=True):
+        error = float(np.max(np.abs(a.numpy() - b.numpy())))
+        checks[name] = {
+            "passed": bool(np.array_equal(a.numpy(), b.numpy())),
+            "max_abs_error": error,
+            "error_over_tolerance": 0.0 if error == 0 else float("inf"),
+        }
+    return checks
+
+
 # ---------------------------------------------------------------------------------------------
 # Error cases
 
@@ -455,12 +491,23 @@ def _dense_grad(x: Any = _X, dy: Any = _DY, block_size: int = 4, pooling: str = 
     return ops.loaded_ops().bsmm_dense_grad(x, dy, block_size=block_size, pooling=pooling)
 
 
+def _backward(
+    dy: Any = _DY, heads_layout: tuple[int, ...] = (), block_size: int = 4, **changes: Any
+) -> Any:
+    inputs = {"x": _X, "values": _VALUES, "rows": _ROWS, "cols": _COLS, **changes}
+    return ops.loaded_ops().bsmm_backward(
+        inputs["x"], dy, inputs["values"], inputs["rows"], inputs["cols"],
+        block_size=block_size, heads_layout=list(heads_layout),
+    )  # fmt: skip
+
+
 _ERROR_CALLS: dict[str, Callable[..., Any]] = {
     "forward": _forward,
     "traced_forward": _traced_forward,
     "input_grad": _input_grad,
     "values_grad": _values_grad,
     "dense_grad": _dense_grad,
+    "backward": _backward,
 }
 _INVALID = tf.errors.InvalidArgumentError
 # (name, op, what differs from the defaults, expected message, expected error)
@@ -511,6 +558,24 @@ ERROR_ROWS: tuple[tuple[str, str, dict[str, Any], str, type[Exception]], ...] = 
     ("error_dense_grad_block_size", "dense_grad", {"block_size": 2},
      "block_size must be one of 1, 4, 8, 16, got 2", _INVALID),
     ("error_dense_grad_pooling", "dense_grad", {"pooling": "MEAN"}, "pooling", _INVALID),
+    ("error_backward_batch", "backward", {"x": _ones(3, 16)},
+     "x and dy must have the same number of rows (batch)", _INVALID),
+    ("error_heads_block_size_4", "forward", {"heads_layout": [1, 1, 2]},
+     "block size 1, 8 or 16", _INVALID),
+    ("error_heads_uneven", "forward",
+     {"values": _ones(2, 1, 1), "block_size": 1, "n_out": 28, "heads_layout": [3, 2, 2]},
+     "n_out = 28 does not split into parts x heads = 6 heads", _INVALID),
+    ("error_heads_head_size", "forward",
+     {"values": _ones(2, 1, 1), "block_size": 1, "n_out": 12, "heads_layout": [3, 1, 2]},
+     "head size (4) that is a multiple of 8", _INVALID),
+    ("error_heads_rows", "forward",
+     {"x": _ones(3, 16), "values": _ones(2, 1, 1), "block_size": 1, "n_out": 8,
+      "heads_layout": [1, 1, 2]},
+     "3 rows are not whole sequences of 2 tokens", _INVALID),
+    ("error_heads_dy_shape", "backward",
+     {"values": _ones(2, 1, 1), "block_size": 1, "heads_layout": (1, 1, 2),
+      "dy": _ones(1, 1, 1, 3, 8)},
+     "is not [parts, batch, heads, tokens, head_size]", _INVALID),
 )  # fmt: skip
 
 
@@ -597,6 +662,10 @@ def all_cases(quick: bool) -> list[Case]:
                 "determinism",
                 partial(determinism_checks, 96, 512, 256, bs),
             )
+        )
+    for bs in (1, 8, 16):
+        cases.append(
+            CheckCase(f"heads_layout_bs{bs}", "heads_layout", partial(heads_layout_checks, bs))
         )
     cases += error_cases()
     return cases
