@@ -191,33 +191,45 @@ inline absl::Status GroupBlocks(OpKernelContext* ctx, const char* op, const int3
 }
 
 // The groups of the last pattern a kernel saw. RigL changes a layer's pattern only on update
-// steps, so most calls find the same rows and cols: comparing them (a memcmp) is much cheaper than
-// checking and sorting again. The cache holds a copy of the coordinates and immutable groups
-// behind a mutex (Compute may run concurrently on one kernel); a hit returns the same groups a
-// miss would build, so results do not depend on it.
+// steps, so most calls find the same rows and cols. The cache holds a reference to the rows and
+// cols tensors it grouped: while a reference is held, TensorFlow never writes a buffer in place
+// (an assign to a variable whose buffer is shared allocates a new one; every update op copies a
+// shared buffer first, ours too), so a call with the same buffers has the same pattern and hits
+// without reading them. Other buffers are compared element by element, then grouped again if they
+// differ. Compute may run concurrently on one kernel, so the state is behind a mutex; a hit
+// returns the same groups a miss would build, so results do not depend on the cache.
 class GroupCache {
  public:
-  absl::Status Get(OpKernelContext* ctx, const char* op, const int32_t* rows, const int32_t* cols,
-                   int64_t nnz, int64_t n_block_rows, int64_t n_block_cols, int64_t n_in,
-                   int64_t n_out, int64_t bs, bool by_row,
-                   std::shared_ptr<const BlockGroups>* groups) {
+  absl::Status Get(OpKernelContext* ctx, const char* op, const Tensor& rows, const Tensor& cols,
+                   int64_t n_block_rows, int64_t n_block_cols, int64_t n_in, int64_t n_out,
+                   int64_t bs, bool by_row, std::shared_ptr<const BlockGroups>* groups) {
     const Key key{n_block_rows, n_block_cols, n_in, n_out, bs, by_row};
+    const int64_t nnz = rows.NumElements();
+    const int32_t* rows_data = Data<int32_t>(rows);
+    const int32_t* cols_data = Data<int32_t>(cols);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (groups_ != nullptr && key == key_ && static_cast<int64_t>(rows_.size()) == nnz &&
-          std::equal(rows, rows + nnz, rows_.begin()) &&
-          std::equal(cols, cols + nnz, cols_.begin())) {
-        *groups = groups_;
-        return absl::OkStatus();
+      if (groups_ != nullptr && key == key_ && rows_.NumElements() == nnz &&
+          cols_.NumElements() == nnz) {
+        const int32_t* held_rows = Data<int32_t>(rows_);
+        const int32_t* held_cols = Data<int32_t>(cols_);
+        const bool same_buffers = held_rows == rows_data && held_cols == cols_data;
+        if (same_buffers || (std::equal(rows_data, rows_data + nnz, held_rows) &&
+                             std::equal(cols_data, cols_data + nnz, held_cols))) {
+          rows_ = rows;  // hold the caller's buffers, so that the next call with them hits
+          cols_ = cols;
+          *groups = groups_;
+          return absl::OkStatus();
+        }
       }
     }
     auto built = std::make_shared<BlockGroups>();
-    TF_RETURN_IF_ERROR(GroupBlocks(ctx, op, rows, cols, nnz, n_block_rows, n_block_cols, n_in,
-                                   n_out, bs, by_row, built.get()));
+    TF_RETURN_IF_ERROR(GroupBlocks(ctx, op, rows_data, cols_data, nnz, n_block_rows,
+                                   n_block_cols, n_in, n_out, bs, by_row, built.get()));
     std::lock_guard<std::mutex> lock(mu_);
     key_ = key;
-    rows_.assign(rows, rows + nnz);
-    cols_.assign(cols, cols + nnz);
+    rows_ = rows;
+    cols_ = cols;
     groups_ = built;
     *groups = std::move(built);
     return absl::OkStatus();
@@ -235,8 +247,8 @@ class GroupCache {
   };
   std::mutex mu_;
   Key key_;
-  std::vector<int32_t> rows_;
-  std::vector<int32_t> cols_;
+  Tensor rows_;  // references to the grouped pattern's buffers (never written while held)
+  Tensor cols_;
   std::shared_ptr<const BlockGroups> groups_;
 };
 

@@ -119,9 +119,8 @@ class BsmmForwardOp : public OpKernel {
     if (table == nullptr) return;
     const bool by_row = bs_ == 1 && ElementForwardByRow(m, n_in, n_out_);
     std::shared_ptr<const BlockGroups> groups;
-    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols),
-                                    rows.dim_size(0), n_in / bs_, n_out_ / bs_, n_in, n_out_, bs_,
-                                    by_row, &groups));
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows, cols, n_in / bs_, n_out_ / bs_, n_in, n_out_,
+                                    bs_, by_row, &groups));
     HeadsMap y_map;
     OP_REQUIRES_OK(ctx, y_map.Build(kOp, heads_layout_, m, n_out_));
     TensorShape y_shape({m, n_out_});
@@ -214,9 +213,8 @@ class BsmmGradientOp : public OpKernel {
     if (table == nullptr) return;
     const int64_t nnz = rows.dim_size(0);
     std::shared_ptr<const BlockGroups> groups;
-    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, Data<int32_t>(rows), Data<int32_t>(cols), nnz,
-                                    n_in / bs_, n_out / bs_, n_in, n_out, bs_, /*by_row=*/true,
-                                    &groups));
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows, cols, n_in / bs_, n_out / bs_, n_in, n_out,
+                                    bs_, /*by_row=*/true, &groups));
     T* dx = nullptr;
     T* dvalues = nullptr;
     int output = 0;

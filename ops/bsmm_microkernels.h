@@ -616,52 +616,55 @@ inline Vec<T, L> TransposedSums(Vec<T, L>* s) {
   return s[0];
 }
 
-// Dot products of one row slice `xk` (NV vectors, kept in registers) with several rows of a
-// chunk: out[p] = <xk, chunk[other[p] * stride : +NV*L]>; L at a time with TransposedSums.
+// The dot products of every entry of a grouping, out[p] = <key_rows[k], other_rows[other[p]]>
+// for the entries p of each key k (rows of NV vectors, `stride` apart; key k's row kept in
+// registers). They are reduced L at a time with TransposedSums, across key boundaries, so that
+// groups of a few entries (a sparse layer narrower than the vector) do not each pay a whole
+// reduction.
 template <typename T, int NV>
-inline void ChunkDots(const T* xk, const T* chunk, int64_t stride, const int32_t* other,
-                      int64_t n, T* out) {
+void GroupDots(const T* key_rows, const T* other_rows, int64_t stride, const int32_t* ptr,
+               int64_t keys, const int32_t* other, T* out) {
   constexpr int L = NativeLanes<T>();
   using V = Vec<T, L>;
-  V xr[NV];
+  const int64_t n = ptr[keys];
+  V s[L];
+  int count = 0;
+  for (int64_t k = 0; k < keys; ++k) {
+    V xr[NV];
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) xr[v] = Load<V>(xk + v * L);
-  for (int64_t p = 0; p < n; p += L) {
-    // The last group may be partial: its missing rows are zeros and their sums are dropped.
-    const int count = static_cast<int>(std::min<int64_t>(L, n - p));
-    V s[L];
-#pragma GCC unroll 16
-    for (int j = 0; j < L; ++j) {
-      if (j >= count) {
-        s[j] = V{};
-        continue;
+    for (int v = 0; v < NV; ++v) xr[v] = Load<V>(key_rows + k * stride + v * L);
+    for (int64_t p = ptr[k]; p < ptr[k + 1]; ++p) {
+      PrefetchRows<T, NV * L>(other_rows, stride, other, p + kPrefetchAhead, n);
+      const T* y = other_rows + other[p] * stride;
+      V dot = xr[0] * Load<V>(y);
+#pragma GCC unroll 8
+      for (int v = 1; v < NV; ++v) dot += xr[v] * Load<V>(y + v * L);
+      s[count] = dot;
+      if (++count == L) {
+        Store(out + p + 1 - L, TransposedSums<T, L>(s));
+        count = 0;
       }
-      PrefetchRows<T, NV * L>(chunk, stride, other, p + j + kPrefetchAhead, n);
-      const T* y = chunk + other[p + j] * stride;
-      s[j] = xr[0] * Load<V>(y);
-#pragma GCC unroll 8
-      for (int v = 1; v < NV; ++v) s[j] += xr[v] * Load<V>(y + v * L);
     }
+  }
+  if (count > 0) {
+    // The missing products are zeros, and their sums are dropped.
+    for (int j = count; j < L; ++j) s[j] = V{};
     const V sums = TransposedSums<T, L>(s);
-    if (count == L) {
-      Store(out + p, sums);
-    } else {
-      std::memcpy(out + p, &sums, count * sizeof(T));
-    }
+    std::memcpy(out + n - count, &sums, count * sizeof(T));
   }
 }
 
-// ChunkDots<T, nv> for nv = 1 .. 8, indexed by nv - 1.
+// GroupDots<T, nv> for nv = 1 .. 8, indexed by nv - 1.
 template <typename T, int... NV>
-constexpr auto ChunkDotsTable(std::integer_sequence<int, NV...>) {
-  using Fn = void (*)(const T*, const T*, int64_t, const int32_t*, int64_t, T*);
-  return std::array<Fn, sizeof...(NV)>{&ChunkDots<T, NV + 1>...};
+constexpr auto GroupDotsTable(std::integer_sequence<int, NV...>) {
+  using Fn = void (*)(const T*, const T*, int64_t, const int32_t*, int64_t, const int32_t*, T*);
+  return std::array<Fn, sizeof...(NV)>{&GroupDots<T, NV + 1>...};
 }
 template <typename T>
-inline void ChunkDotsDispatch(int nv, const T* xk, const T* chunk, int64_t stride,
-                              const int32_t* other, int64_t n, T* out) {
-  static constexpr auto kTable = ChunkDotsTable<T>(std::make_integer_sequence<int, 8>());
-  kTable[nv - 1](xk, chunk, stride, other, n, out);
+inline void GroupDotsDispatch(int nv, const T* key_rows, const T* other_rows, int64_t stride,
+                              const int32_t* ptr, int64_t keys, const int32_t* other, T* out) {
+  static constexpr auto kTable = GroupDotsTable<T>(std::make_integer_sequence<int, 8>());
+  kTable[nv - 1](key_rows, other_rows, stride, ptr, keys, other, out);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -291,13 +291,8 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy,
       TransposeChunk<T>(dy, dy_map, row0, n_out, rows, stride, dy_t);
       if (dvalues != nullptr) {
         TransposeChunk<T>(x, MatrixMap::RowMajor(n_in), row0, n_in, rows, stride, x_t);
-        const int nv = static_cast<int>(stride / L);
-        T* out = c == 0 ? total : part + (c - 1) * nnz;
-        for (int64_t k = 0; k < n_in; ++k) {
-          const int32_t q = groups.ptr[k];
-          ChunkDotsDispatch<T>(nv, x_t + k * stride, dy_t, stride, groups.other.get() + q,
-                               groups.ptr[k + 1] - q, out + q);
-        }
+        GroupDotsDispatch<T>(static_cast<int>(stride / L), x_t, dy_t, stride, groups.ptr.get(),
+                             n_in, groups.other.get(), c == 0 ? total : part + (c - 1) * nnz);
       }
       if (dx != nullptr) {
         SparseColumnsChunk<T>(dy_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
