@@ -47,9 +47,11 @@ CSV_COLUMNS = (
     "rounds",
 )
 # Timed chunks per case, taken round-robin over all cases (dense beside sparse in every round),
-# each of a third of the model's bench steps; step_ms is their median. On a shared machine a load
-# burst then hits every case of a round instead of one case's only sample.
-TIMING_ROUNDS = 3
+# each of 1/TIMING_ROUNDS of the model's bench steps; step_ms is their median. On a shared machine
+# a load burst then hits every case of a round instead of one case's only sample; seven short
+# rounds rather than three long ones, because this machine's speed drifts by tens of percent over
+# seconds (docs/performance.md).
+TIMING_ROUNDS = 7
 
 
 @dataclass(frozen=True)
