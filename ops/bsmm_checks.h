@@ -100,6 +100,33 @@ inline absl::Status CheckHeadsLayout(const char* op, const std::vector<int64_t>&
   return absl::OkStatus();
 }
 
+// The heads layout of an input, attr input_heads_layout = [heads, tokens]: x [batch * tokens,
+// heads * head_size] (BsmmForward's, BsmmBackward's x and dx) stored as [batch, heads, tokens,
+// head_size], the layout of an attention's output before its heads are merged.
+inline absl::Status CheckInputHeadsLayout(const char* op, const std::vector<int64_t>& layout,
+                                          int64_t bs) {
+  if (layout.empty()) return absl::OkStatus();
+  if (layout.size() != 2 || *std::min_element(layout.begin(), layout.end()) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": input_heads_layout must be [heads, tokens] with positive entries, got ",
+        layout.size(), " entries. Pass [] for a row-major x."));
+  }
+  if (bs == 4) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": the heads layout needs block size 1, 8 or 16, got 4. Use a row-major x "
+        "(input_heads_layout = []) here."));
+  }
+  return absl::OkStatus();
+}
+
+inline absl::Status CheckInputHeadSize(const char* op, int64_t head_size, int64_t bs) {
+  if (head_size % 8 == 0 && head_size % bs == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      op, ": the heads layout of x needs a head size (x.shape[3] = ", head_size,
+      ") that is a multiple of 8 and of the block size (", bs,
+      "). Use a row-major x (input_heads_layout = []) here."));
+}
+
 inline absl::Status CheckHeadsRows(const char* op, int64_t rows, int64_t tokens) {
   if (rows % tokens == 0) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(

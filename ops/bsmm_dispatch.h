@@ -39,18 +39,20 @@ struct DropoutParams {
 template <typename T>
 struct KernelTable {
   // Forward: out [m, out_width] = in [m, in_width] . W, blocks grouped by output block-column
-  // (block size 1: as ElementForwardByRow says); out addressed by out_map (row-major at block
-  // size 4).
-  using Product = absl::Status (*)(OpKernelContext* ctx, const T* in, int64_t m,
-                                   int64_t in_width, const BlockGroups& groups, const T* values,
-                                   T* out, int64_t out_width, const MatrixMap& out_map);
+  // (block size 1: as ElementForwardByRow says); in and out addressed by their maps (row-major
+  // at block size 4).
+  using Product = absl::Status (*)(OpKernelContext* ctx, const T* in, const MatrixMap& in_map,
+                                   int64_t m, int64_t in_width, const BlockGroups& groups,
+                                   const T* values, T* out, int64_t out_width,
+                                   const MatrixMap& out_map);
   // Both gradients, blocks grouped by input block-row: dx [m, n_in] = dy . W^T and dvalues
-  // [nnz, bs, bs] = (x^T . dy) at the blocks, from one packing of dy (addressed by dy_map;
-  // row-major at block size 4). Either output may be null (x too, when dvalues is).
-  using Backward = absl::Status (*)(OpKernelContext* ctx, const T* x, const T* dy,
-                                    const MatrixMap& dy_map, int64_t m, int64_t n_in,
-                                    int64_t n_out, const BlockGroups& groups, const T* values,
-                                    T* dx, T* dvalues);
+  // [nnz, bs, bs] = (x^T . dy) at the blocks, from one packing of dy; x and dx addressed by
+  // x_map, dy by dy_map (row-major at block size 4). Either output may be null (x too, when
+  // dvalues is).
+  using Backward = absl::Status (*)(OpKernelContext* ctx, const T* x, const MatrixMap& x_map,
+                                    const T* dy, const MatrixMap& dy_map, int64_t m,
+                                    int64_t n_in, int64_t n_out, const BlockGroups& groups,
+                                    const T* values, T* dx, T* dvalues);
   // |x^T . dy| [n_in, n_out], or pooled per block [n_in/bs, n_out/bs].
   using DenseGrad = void (*)(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
                              const T* dy, int64_t n_out, int64_t bs, Pooling pooling, T* grad);

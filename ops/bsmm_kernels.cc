@@ -92,6 +92,28 @@ class HeadsMap {
   MatrixMap map_;
 };
 
+// x [m, n_in], or [batch, heads, tokens, head_size] with input_heads_layout = [heads, tokens]:
+// checks its rank and head size, and gives m, n_in and the map of its elements.
+absl::Status InputMatrix(const char* op, const Tensor& x, const std::vector<int64_t>& layout,
+                         int64_t bs, int64_t* m, int64_t* n_in, HeadsMap* map) {
+  if (layout.empty()) {
+    TF_RETURN_IF_ERROR(CheckRank(op, "x", x, 2));
+    *m = x.dim_size(0);
+    *n_in = x.dim_size(1);
+    return map->Build(op, {}, *m, *n_in);
+  }
+  TF_RETURN_IF_ERROR(CheckRank(op, "x", x, 4));
+  if (x.dim_size(1) != layout[0] || x.dim_size(2) != layout[1]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": x ", x.shape().DebugString(), " is not [batch, heads, tokens, head_size] for "
+        "input_heads_layout [", absl::StrJoin(layout, ", "), "]."));
+  }
+  TF_RETURN_IF_ERROR(CheckInputHeadSize(op, x.dim_size(3), bs));
+  *m = x.dim_size(0) * layout[1];
+  *n_in = layout[0] * x.dim_size(3);
+  return map->Build(op, {1, layout[0], layout[1]}, *m, *n_in);
+}
+
 // y [m, n_out] = x [m, n_in] . W.
 template <typename T>
 class BsmmForwardOp : public OpKernel {
@@ -102,6 +124,8 @@ class BsmmForwardOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("n_out", &n_out_));
     OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
     OP_REQUIRES_OK(c, CheckHeadsLayout(kOp, heads_layout_, bs_, n_out_));
+    OP_REQUIRES_OK(c, c->GetAttr("input_heads_layout", &input_heads_layout_));
+    OP_REQUIRES_OK(c, CheckInputHeadsLayout(kOp, input_heads_layout_, bs_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -109,10 +133,10 @@ class BsmmForwardOp : public OpKernel {
     const Tensor& values = ctx->input(1);
     const Tensor& rows = ctx->input(2);
     const Tensor& cols = ctx->input(3);
-    OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", x, 2));
+    int64_t m = 0, n_in = 0;
+    HeadsMap x_map;
+    OP_REQUIRES_OK(ctx, InputMatrix(kOp, x, input_heads_layout_, bs_, &m, &n_in, &x_map));
     OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, &values, rows, cols, bs_));
-    const int64_t m = x.dim_size(0);
-    const int64_t n_in = x.dim_size(1);
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out", n_out_, bs_));
     const KernelTable<T>* table = TableOrFail<T>(ctx);
@@ -132,9 +156,9 @@ class BsmmForwardOp : public OpKernel {
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, y_shape, &y));
     if (m == 0 || n_out_ == 0) return;
-    OP_REQUIRES_OK(ctx, table->product[BlockSizeIndex(bs_)](ctx, Data<T>(x), m, n_in, *groups,
-                                                            Data<T>(values), MutableData<T>(y),
-                                                            n_out_, y_map.map()));
+    OP_REQUIRES_OK(ctx, table->product[BlockSizeIndex(bs_)](
+                            ctx, Data<T>(x), x_map.map(), m, n_in, *groups, Data<T>(values),
+                            MutableData<T>(y), n_out_, y_map.map()));
   }
 
  private:
@@ -142,6 +166,7 @@ class BsmmForwardOp : public OpKernel {
   int64_t bs_;
   int64_t n_out_;
   std::vector<int64_t> heads_layout_;
+  std::vector<int64_t> input_heads_layout_;
   GroupCache groups_;
 };
 
@@ -174,6 +199,8 @@ class BsmmGradientOp : public OpKernel {
     if (Kind::kDx && Kind::kDvalues) {
       OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
       OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
+      OP_REQUIRES_OK(c, c->GetAttr("input_heads_layout", &input_heads_layout_));
+      OP_REQUIRES_OK(c, CheckInputHeadsLayout(kOp, input_heads_layout_, bs_));
     }
   }
 
@@ -199,13 +226,18 @@ class BsmmGradientOp : public OpKernel {
                       absl::StrJoin(heads_layout_, ", "), "]. Pass BsmmForward's output layout.")));
       OP_REQUIRES_OK(ctx, CheckHeadsLayout(kOp, heads_layout_, bs_, n_out));
     }
+    int64_t n_in = n_in_attr_;
+    HeadsMap x_map;
     if (x != nullptr) {
-      OP_REQUIRES_OK(ctx, CheckRank(kOp, "x", *x, 2));
-      OP_REQUIRES(ctx, x->dim_size(0) == m,
+      int64_t x_rows = 0;
+      OP_REQUIRES_OK(ctx,
+                     InputMatrix(kOp, *x, input_heads_layout_, bs_, &x_rows, &n_in, &x_map));
+      OP_REQUIRES(ctx, x_rows == m,
                   SameBatchError(kOp, x->shape().DebugString(), dy.shape().DebugString()));
+    } else {
+      OP_REQUIRES_OK(ctx, x_map.Build(kOp, {}, m, n_in));
     }
     OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, values, rows, cols, bs_));
-    const int64_t n_in = x != nullptr ? x->dim_size(1) : n_in_attr_;
     if (x != nullptr) OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
     if (x == nullptr) OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in", n_in, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out (dy.shape[1])", n_out, bs_));
@@ -220,8 +252,9 @@ class BsmmGradientOp : public OpKernel {
     int output = 0;
     if (Kind::kDx) {
       Tensor* out = nullptr;
-      const int64_t dx_rows = compute_dx_ ? m : 0;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(output++, TensorShape({dx_rows, n_in}), &out));
+      TensorShape dx_shape({compute_dx_ ? m : 0, n_in});
+      if (compute_dx_ && x != nullptr) dx_shape = x->shape();
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(output++, dx_shape, &out));
       if (compute_dx_) dx = MutableData<T>(out);
     }
     if (Kind::kDvalues) {
@@ -237,8 +270,8 @@ class BsmmGradientOp : public OpKernel {
     HeadsMap dy_map;
     OP_REQUIRES_OK(ctx, dy_map.Build(kOp, heads_layout_, m, n_out));
     OP_REQUIRES_OK(ctx, table->backward[BlockSizeIndex(bs_)](
-                            ctx, x != nullptr ? Data<T>(*x) : nullptr, Data<T>(dy), dy_map.map(),
-                            m, n_in, n_out, *groups,
+                            ctx, x != nullptr ? Data<T>(*x) : nullptr, x_map.map(), Data<T>(dy),
+                            dy_map.map(), m, n_in, n_out, *groups,
                             values != nullptr ? Data<T>(*values) : nullptr, dx, dvalues));
   }
 
@@ -248,6 +281,7 @@ class BsmmGradientOp : public OpKernel {
   int64_t n_in_attr_ = 0;
   bool compute_dx_ = Kind::kDx;
   std::vector<int64_t> heads_layout_;
+  std::vector<int64_t> input_heads_layout_;
   GroupCache groups_;
 };
 

@@ -69,6 +69,31 @@ absl::Status SameBatch(InferenceContext* c, const char* op, ShapeHandle x, Shape
   return SameBatchError(op, c->DebugString(x), c->DebugString(dy));
 }
 
+// x [rows, n_in], or with input_heads_layout = [heads, tokens] x [batch, heads, tokens,
+// head_size]: its rows (batch * tokens) and width (heads * head_size).
+absl::Status InputRowsAndWidth(InferenceContext* c, const char* op, int64_t bs,
+                               DimensionHandle* rows, DimensionHandle* width) {
+  std::vector<int64_t> layout;
+  TF_RETURN_IF_ERROR(c->GetAttr("input_heads_layout", &layout));
+  TF_RETURN_IF_ERROR(CheckInputHeadsLayout(op, layout, bs));
+  ShapeHandle x;
+  if (layout.empty()) {
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+    *rows = c->Dim(x, 0);
+    *width = c->Dim(x, 1);
+    return absl::OkStatus();
+  }
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
+  DimensionHandle heads, tokens;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(x, 1), layout[0], &heads));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(x, 2), layout[1], &tokens));
+  if (c->ValueKnown(c->Dim(x, 3))) {
+    TF_RETURN_IF_ERROR(CheckInputHeadSize(op, c->Value(c->Dim(x, 3)), bs));
+  }
+  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(x, 0), layout[1], rows));
+  return c->Multiply(c->Dim(x, 3), layout[0], width);
+}
+
 }  // namespace
 
 REGISTER_OP("BsmmForward")
@@ -81,6 +106,7 @@ REGISTER_OP("BsmmForward")
     .Attr("block_size: int")
     .Attr("n_out: int >= 0")
     .Attr("heads_layout: list(int) = []")
+    .Attr("input_heads_layout: list(int) = []")
     .SetShapeFn([](InferenceContext* c) -> absl::Status {
       constexpr char kOp[] = "BsmmForward";
       int64_t bs, n_out;
@@ -88,22 +114,21 @@ REGISTER_OP("BsmmForward")
       TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
       TF_RETURN_IF_ERROR(c->GetAttr("n_out", &n_out));
       TF_RETURN_IF_ERROR(c->GetAttr("heads_layout", &heads));
-      ShapeHandle x;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
-      DimensionHandle nnz;
+      DimensionHandle rows, n_in, nnz;
+      TF_RETURN_IF_ERROR(InputRowsAndWidth(c, kOp, bs, &rows, &n_in));
       TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 1, 2, bs, &nnz));
-      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", c->Dim(x, 1), bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", n_in, bs));
       TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out", c->MakeDim(n_out), bs));
       TF_RETURN_IF_ERROR(CheckHeadsLayout(kOp, heads, bs, n_out));
       if (heads.empty()) {
-        c->set_output(0, c->MakeShape({c->Dim(x, 0), n_out}));
+        c->set_output(0, c->MakeShape({rows, n_out}));
         return absl::OkStatus();
       }
       const int64_t parts = heads[0], n_heads = heads[1], tokens = heads[2];
       DimensionHandle batch = c->UnknownDim();
-      if (c->ValueKnown(c->Dim(x, 0))) {
-        TF_RETURN_IF_ERROR(CheckHeadsRows(kOp, c->Value(c->Dim(x, 0)), tokens));
-        batch = c->MakeDim(c->Value(c->Dim(x, 0)) / tokens);
+      if (c->ValueKnown(rows)) {
+        TF_RETURN_IF_ERROR(CheckHeadsRows(kOp, c->Value(rows), tokens));
+        batch = c->MakeDim(c->Value(rows) / tokens);
       }
       c->set_output(0, c->MakeShape({parts, batch, n_heads, tokens, n_out / (parts * n_heads)}));
       return absl::OkStatus();
@@ -111,7 +136,9 @@ REGISTER_OP("BsmmForward")
     .Doc(
         "Block-sparse y = x . W, W given as values [nnz, bs, bs] at block (rows, cols). With "
         "heads_layout = [parts, heads, tokens], y is written as [parts, batch, heads, tokens, "
-        "head_size] (x's rows are batch * tokens), the layout of an attention's Q, K, V.");
+        "head_size] (x's rows are batch * tokens), the layout of an attention's Q, K, V; with "
+        "input_heads_layout = [heads, tokens], x is read as [batch, heads, tokens, head_size], "
+        "an attention's output before its heads are merged.");
 
 REGISTER_OP("BsmmInputGrad")
     .Input("dy: T")
@@ -175,6 +202,7 @@ REGISTER_OP("BsmmBackward")
     .Attr("block_size: int")
     .Attr("compute_dx: bool = true")
     .Attr("heads_layout: list(int) = []")
+    .Attr("input_heads_layout: list(int) = []")
     .SetShapeFn([](InferenceContext* c) -> absl::Status {
       constexpr char kOp[] = "BsmmBackward";
       int64_t bs;
@@ -183,12 +211,14 @@ REGISTER_OP("BsmmBackward")
       TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
       TF_RETURN_IF_ERROR(c->GetAttr("compute_dx", &compute_dx));
       TF_RETURN_IF_ERROR(c->GetAttr("heads_layout", &heads));
-      ShapeHandle x, dy;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
-      DimensionHandle batch = c->Dim(x, 0), nnz, n_out = c->UnknownDim();
+      DimensionHandle batch, n_in, nnz, n_out = c->UnknownDim();
+      TF_RETURN_IF_ERROR(InputRowsAndWidth(c, kOp, bs, &batch, &n_in));
+      ShapeHandle dy;
       if (heads.empty()) {
         TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
-        TF_RETURN_IF_ERROR(SameBatch(c, kOp, x, dy, &batch));
+        if (!c->Merge(batch, c->Dim(dy, 0), &batch).ok()) {
+          return SameBatchError(kOp, c->DebugString(c->input(0)), c->DebugString(dy));
+        }
         n_out = c->Dim(dy, 1);
       } else {
         TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 5, &dy));
@@ -197,20 +227,20 @@ REGISTER_OP("BsmmBackward")
         }
       }
       TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 2, 3, bs, &nnz));
-      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", c->Dim(x, 1), bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", n_in, bs));
       TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", n_out, bs));
       if (!heads.empty() && c->ValueKnown(n_out)) {
         TF_RETURN_IF_ERROR(CheckHeadsLayout(kOp, heads, bs, c->Value(n_out)));
       }
-      c->set_output(0, c->MakeShape({compute_dx ? batch : c->MakeDim(0), c->Dim(x, 1)}));
+      c->set_output(0, compute_dx ? c->input(0) : c->MakeShape({c->MakeDim(0), n_in}));
       c->set_output(1, c->MakeShape({nnz, bs, bs}));
       return absl::OkStatus();
     })
     .Doc(
-        "The gradient of BsmmForward in one op: dx = dy . W^T ([batch, n_in]; an empty "
-        "[0, n_in] without compute_dx) and dvalues = (x^T . dy) at the non-zero blocks, reading "
-        "dy once for both. With heads_layout, dy is [parts, batch / tokens, heads, tokens, "
-        "head_size], as BsmmForward's output with the same heads_layout.");
+        "The gradient of BsmmForward in one op: dx = dy . W^T (x's shape; an empty [0, n_in] "
+        "without compute_dx) and dvalues = (x^T . dy) at the non-zero blocks, reading dy once for "
+        "both. heads_layout and input_heads_layout as for BsmmForward: dy in the layout of its "
+        "output, x and dx in the layout of its input.");
 
 REGISTER_OP("BsmmDenseGrad")
     .Input("x: T")

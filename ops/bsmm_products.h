@@ -81,10 +81,11 @@ absl::Status Chunks(OpKernelContext* ctx, const T* x, const BatchChunks<T>& layo
 // Block sizes 8 and 16, for the forward op (groups by column, w = values) and the input gradient
 // (groups by row, w = values^T).
 template <typename T, int B>
-absl::Status BlockMatmul(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
-                         const BlockGroups& groups, const T* w, T* out, const MatrixMap& out_map) {
+absl::Status BlockMatmul(OpKernelContext* ctx, const T* in, const MatrixMap& in_map, int64_t m,
+                         int64_t in_width, const BlockGroups& groups, const T* w, T* out,
+                         const MatrixMap& out_map) {
   Tensor panels;
-  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, in, MatrixMap::RowMajor(in_width), m, in_width, &panels)));
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, in, in_map, m, in_width, &panels)));
   BlockProduct<T, B>(ctx, Data<T>(panels), m, groups, w, out, out_map);
   return absl::OkStatus();
 }
@@ -131,25 +132,24 @@ absl::Status TransposedBlocks(OpKernelContext* ctx, const T* values, int64_t nnz
 //   [B, m] x [m, B] product per block from the panels of x and dy.
 // At B >= 8 both read the same panels of dy, packed once.
 template <typename T, int B>
-absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const T* dy, const MatrixMap& dy_map,
-                           int64_t m, int64_t n_in, int64_t n_out, const BlockGroups& groups,
-                           const T* values, T* dx, T* dvalues) {
+absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const MatrixMap& x_map, const T* dy,
+                           const MatrixMap& dy_map, int64_t m, int64_t n_in, int64_t n_out,
+                           const BlockGroups& groups, const T* values, T* dx, T* dvalues) {
   Tensor dy_panels, x_panels, values_t;
   const bool shared_panels = B >= 8 || dvalues != nullptr;
   if (shared_panels) TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, dy_map, m, n_out, &dy_panels)));
   if (dx != nullptr) {
     TF_RETURN_IF_ERROR((TransposedBlocks<T, B>(ctx, values, groups.size(), &values_t)));
     if constexpr (B >= 8) {
-      BlockProduct<T, B>(ctx, Data<T>(dy_panels), m, groups, Data<T>(values_t), dx,
-                         MatrixMap::RowMajor(n_in));
+      BlockProduct<T, B>(ctx, Data<T>(dy_panels), m, groups, Data<T>(values_t), dx, x_map);
     } else {
       // Block size 4 reads dy row-major (the op accepts no other layout for it).
-      TF_RETURN_IF_ERROR(Block4Matmul<T>(ctx, dy, m, n_out, groups, Data<T>(values_t), dx,
-                                         MatrixMap::RowMajor(n_in)));
+      TF_RETURN_IF_ERROR(
+          Block4Matmul<T>(ctx, dy, m, n_out, groups, Data<T>(values_t), dx, x_map));
     }
   }
   if (dvalues == nullptr) return absl::OkStatus();
-  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, MatrixMap::RowMajor(n_in), m, n_in, &x_panels)));
+  TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, x_map, m, n_in, &x_panels)));
   const T* xp = Data<T>(x_panels);
   const T* dyp = Data<T>(dy_panels);
   ParallelUnits(ctx, groups.keys(), m * B * B / 8 * (1 + groups.size() / groups.keys()),
@@ -221,9 +221,9 @@ void ScatterChunk(const T* in_t, int64_t keys, int64_t stride, const BlockGroups
 // y [m, n_out] = x [m, n_in] . W at block size 1; `groups` by input row when
 // ElementForwardByRow(m, n_in, n_out), else by output column.
 template <typename T>
-absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t n_in,
-                            const BlockGroups& groups, const T* values, T* y, int64_t n_out,
-                            const MatrixMap& y_map) {
+absl::Status ElementForward(OpKernelContext* ctx, const T* x, const MatrixMap& x_map, int64_t m,
+                            int64_t n_in, const BlockGroups& groups, const T* values, T* y,
+                            int64_t n_out, const MatrixMap& y_map) {
   constexpr int64_t kChunk = ForwardChunks<T>::kChunk;
   const ForwardChunks<T> layout{m, n_in};
   const bool scatter = ElementForwardByRow(m, n_in, n_out);
@@ -238,7 +238,7 @@ absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t
       const int64_t rows = layout.rows(c);
       const int64_t stride = layout.padded(c);
       const int64_t row0 = c * kChunk;
-      TransposeChunk<T>(x, MatrixMap::RowMajor(n_in), row0, n_in, rows, stride, x_t);
+      TransposeChunk<T>(x, x_map, row0, n_in, rows, stride, x_t);
       if (scatter) {
         ScatterChunk<T>(x_t, n_in, stride, groups, weight, y_t, n_out);
         UntransposeChunk<T>(y_t, n_out, stride, rows, y, y_map, row0);
@@ -256,7 +256,7 @@ absl::Status ElementForward(OpKernelContext* ctx, const T* x, int64_t m, int64_t
 //   dx [m, n_in] = dy . W^T                     (when dx is not null)
 //   dvalues [nnz] = x^T . dy at the non-zeros   (when dvalues is not null; else x may be null)
 template <typename T>
-absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy,
+absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const MatrixMap& x_map, const T* dy,
                              const MatrixMap& dy_map, int64_t m, int64_t n_in, int64_t n_out,
                              const BlockGroups& groups, const T* values, T* dx, T* dvalues) {
   constexpr int L = NativeLanes<T>();
@@ -290,13 +290,13 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const T* dy,
       const int64_t row0 = c * kChunk;
       TransposeChunk<T>(dy, dy_map, row0, n_out, rows, stride, dy_t);
       if (dvalues != nullptr) {
-        TransposeChunk<T>(x, MatrixMap::RowMajor(n_in), row0, n_in, rows, stride, x_t);
+        TransposeChunk<T>(x, x_map, row0, n_in, rows, stride, x_t);
         GroupDotsDispatch<T>(static_cast<int>(stride / L), x_t, dy_t, stride, groups.ptr.get(),
                              n_in, groups.other.get(), c == 0 ? total : part + (c - 1) * nnz);
       }
       if (dx != nullptr) {
         SparseColumnsChunk<T>(dy_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
-                              nullptr, 0, n_in, dx, MatrixMap::RowMajor(n_in), row0);
+                              nullptr, 0, n_in, dx, x_map, row0);
       }
     }
   });
@@ -380,15 +380,15 @@ void DenseGrad(OpKernelContext* ctx, const T* xd, int64_t m, int64_t n_in, const
 
 // The forward product of block size B: out [m, out_width] = in [m, in_width] . W.
 template <typename T, int B>
-absl::Status Product(OpKernelContext* ctx, const T* in, int64_t m, int64_t in_width,
-                     const BlockGroups& groups, const T* w, T* out, int64_t out_width,
-                     const MatrixMap& out_map) {
+absl::Status Product(OpKernelContext* ctx, const T* in, const MatrixMap& in_map, int64_t m,
+                     int64_t in_width, const BlockGroups& groups, const T* w, T* out,
+                     int64_t out_width, const MatrixMap& out_map) {
   if constexpr (B == 1) {
-    return ElementForward<T>(ctx, in, m, in_width, groups, w, out, out_width, out_map);
+    return ElementForward<T>(ctx, in, in_map, m, in_width, groups, w, out, out_width, out_map);
   } else if constexpr (B == 4) {
     return Block4Matmul<T>(ctx, in, m, in_width, groups, w, out, out_map);
   } else {
-    return BlockMatmul<T, B>(ctx, in, m, in_width, groups, w, out, out_map);
+    return BlockMatmul<T, B>(ctx, in, in_map, m, in_width, groups, w, out, out_map);
   }
 }
 

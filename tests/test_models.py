@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import tensorflow as tf
-from dynsparse.models import multi_head_attention, qkv_heads
+from dynsparse.models import merged_heads_output, multi_head_attention, qkv_heads
 
 
 def split_then_transpose_attention(
@@ -34,12 +34,18 @@ class RowMajorLayer:
     def heads_output(self, x: tf.Tensor, parts: int, heads: int) -> None:
         return None
 
+    def from_heads(self, x: tf.Tensor) -> None:
+        return None
+
 
 def transpose_then_unstack_attention(
     qkv: tf.Tensor, tokens: int, heads: int, head_size: int
 ) -> tf.Tensor:
-    """The attention core now: one transpose to [3, B, heads, T, d], then unstack."""
-    return multi_head_attention(qkv_heads(RowMajorLayer(), qkv, heads, head_size, None))
+    """The attention core now: one transpose to [3, B, heads, T, d], then unstack; the heads
+    merged by one transpose."""
+    layer = RowMajorLayer()
+    attended = multi_head_attention(qkv_heads(layer, qkv, heads, head_size, None))
+    return merged_heads_output(layer, attended, None)
 
 
 Attention = Callable[[tf.Tensor, int, int, int], tf.Tensor]
@@ -79,41 +85,53 @@ def test_attention_is_bitwise_the_split_formulation(
 
 
 @pytest.mark.parametrize(("block_size", "density"), [(1, 0.1), (8, 0.5), (16, 0.5)])
-def test_sparse_qkv_writes_the_heads_layout_bit_for_bit(
+def test_sparse_attention_layers_use_the_heads_layout_bit_for_bit(
     ops_library: object, block_size: int, density: float
 ) -> None:
-    """The sparse QKV layer's native heads layout gives the attention the same values and
-    gradients (input and values) as its row-major output transposed: the RigL update step, which
-    captures the row-major output, and the training step agree to the bit."""
+    """The sparse QKV layer writing the heads layout, and the output layer reading it, give the
+    same values and gradients (input and both layers' values) as the row-major outputs
+    transposed: the RigL update step, which captures row-major tensors, and the training step
+    agree to the bit."""
     from dynsparse import ops
     from dynsparse.layers import SparseLinear
 
     ops.load_ops(ops_library)
     batch, tokens, width, heads, head_size = 3, 28, 32, 4, 16
-    layer = SparseLinear(
-        width,
-        3 * heads * head_size,
-        density=density,
-        block_size=block_size,
-        pooling="NONE",
-        use_bias=False,
-        index_rng=np.random.default_rng(1),
-        value_rng=np.random.default_rng(2),
-        name="qkv",
+
+    def sparse(n_in: int, n_out: int, seed: int) -> SparseLinear:
+        return SparseLinear(
+            n_in,
+            n_out,
+            density=density,
+            block_size=block_size,
+            pooling="NONE",
+            use_bias=False,
+            index_rng=np.random.default_rng(seed),
+            value_rng=np.random.default_rng(seed + 1),
+            name=f"layer{seed}",
+        )
+
+    qkv_layer, out_layer = (
+        sparse(width, 3 * heads * head_size, 1),
+        sparse(heads * head_size, width, 3),
     )
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(5)
     x = tf.constant(rng.normal(size=(batch, tokens, width)).astype(np.float32))
-    dy = tf.constant(rng.normal(size=(batch, tokens, heads * head_size)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(batch, tokens, width)).astype(np.float32))
+    trainable = [x, qkv_layer.values, out_layer.values]
 
     @tf.function
     def run(capture: bool) -> list[tf.Tensor]:
+        captured = [] if capture else None
         with tf.GradientTape() as tape:
             tape.watch(x)
-            heads_first = qkv_heads(layer, x, heads, head_size, [] if capture else None)
-            y = multi_head_attention(heads_first)
-        return [y, *tape.gradient(y, [x, layer.values], output_gradients=dy)]
+            attended = multi_head_attention(qkv_heads(qkv_layer, x, heads, head_size, captured))
+            y = merged_heads_output(out_layer, attended, captured)
+        return [y, *tape.gradient(y, trainable, output_gradients=dy)]
 
-    assert layer.heads_output(x, 3, heads) is not None
-    fused, transposed = [[t.numpy() for t in run(capture)] for capture in (False, True)]
-    for name, a, b in zip(("attention", "dx", "dvalues"), fused, transposed, strict=True):
+    assert qkv_layer.heads_output(x, 3, heads) is not None
+    assert out_layer.from_heads(tf.zeros([batch, heads, tokens, head_size])) is not None
+    fused, row_major = [[t.numpy() for t in run(capture)] for capture in (False, True)]
+    names = ("y", "dx", "dvalues_qkv", "dvalues_out")
+    for name, a, b in zip(names, fused, row_major, strict=True):
         assert np.array_equal(a, b), name

@@ -101,6 +101,22 @@ class SparseLinear(tf.Module):
             return None
         return ops.bsmm_heads(x, self.values, self.rows, self.cols, self.n_out, parts, heads)
 
+    def from_heads(self, x: tf.Tensor) -> tf.Tensor | None:
+        """(x·W + b) for x [B, heads, T, head_size] read by the native op itself as the rows
+        [B·T, heads·head_size] (an attention's output, its heads merged with no transpose either
+        way); [B, T, n_out]. None where the op cannot read that layout: block size 4, or a head
+        size that is not a multiple of 8 and of the block size."""
+        head_size = x.shape[-1]
+        if (
+            self.block_size == 4
+            or head_size is None
+            or head_size % 8
+            or head_size % self.block_size
+        ):
+            return None
+        y = ops.bsmm_from_heads(x, self.values, self.rows, self.cols, self.n_out)
+        return y if self.bias is None else y + self.bias
+
     def dense_grad(self, x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
         """|xᵀ·dy|, [n_in, n_out] for pooling NONE, else pooled to the block grid."""
         pooling = self.pooling if self.block_size > 1 else "NONE"
@@ -154,6 +170,10 @@ class DenseLinear(tf.Module):
 
     def heads_output(self, x: tf.Tensor, parts: int, heads: int) -> tf.Tensor | None:
         """None: TensorFlow's matmul writes rows, transposed by the attention (SparseLinear)."""
+        return None
+
+    def from_heads(self, x: tf.Tensor) -> tf.Tensor | None:
+        """None: TensorFlow's matmul reads rows; the attention merges its heads first."""
         return None
 
     @property

@@ -206,18 +206,34 @@ def qkv_heads(
 
 
 def multi_head_attention(qkv_heads_first: tf.Tensor) -> tf.Tensor:
-    """softmax(Q Kᵀ / √d) V per head, for Q, K, V as [3, B, heads, T, d]; returns [B, T, heads·d].
+    """softmax(Q Kᵀ / √d) V per head, for Q, K, V as [3, B, heads, T, d]; returns [B, heads, T, d].
 
     unstack's outputs share the input's buffer (its gradient is a stack); slicing instead would
     cost strided-slice gradients, several times the whole attention.
     """
     q, k, v = tf.unstack(qkv_heads_first)  # each [B, heads, T, d]
-    _, heads, tokens, head_size = q.shape
-    scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(head_size))
-    attended = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [B, heads, T, d]
-    return tf.reshape(
-        tf.transpose(attended, [0, 2, 1, 3]), [tf.shape(q)[0], tokens, heads * head_size]
+    scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(int(q.shape[-1])))
+    return tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+
+
+def merged_heads_output(
+    layer: Linear, attended: tf.Tensor, capture: list[Captured] | None
+) -> tf.Tensor:
+    """The attention's output layer on attended [B, heads, T, d]: [B, T, width].
+
+    A sparse layer's native op reads the heads' layout itself (and its gradient writes dX so); a
+    dense layer (and the RigL update step, which captures the layer's row-major input) gets the
+    heads merged by a transpose first. The two give the same bits.
+    """
+    if capture is None:
+        fused = layer.from_heads(attended)
+        if fused is not None:
+            return fused
+    _, heads, tokens, head_size = attended.shape
+    merged = tf.reshape(
+        tf.transpose(attended, [0, 2, 1, 3]), [tf.shape(attended)[0], tokens, heads * head_size]
     )
+    return layer(merged, capture)
 
 
 ENCODER_LAYER_NAMES = ("qkv", "attention_out", "ffn1", "ffn2")
@@ -329,7 +345,7 @@ class TransformerModel(tf.Module):
         qkv_layer, attention_out, ffn1, ffn2 = linears
         qkv = qkv_heads(qkv_layer, attention_norm(x), self.heads, self.qkv_size, capture)
         attended = multi_head_attention(qkv)
-        x = x + self._dropout(attention_out(attended, capture), training)
+        x = x + self._dropout(merged_heads_output(attention_out, attended, capture), training)
         hidden = self._dropout(tf.nn.gelu(ffn1(ffn_norm(x), capture)), training)
         return x + self._dropout(ffn2(hidden, capture), training)
 

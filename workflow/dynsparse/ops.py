@@ -176,7 +176,10 @@ def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
     x, values, rows, cols = op.inputs
     block_size = op.get_attr("block_size")
     heads_layout = list(op.get_attr("heads_layout"))
-    n_in = x.shape[-1]
+    input_heads_layout = list(op.get_attr("input_heads_layout"))
+    n_in = x.shape[-1] if not input_heads_layout else None
+    if input_heads_layout and x.shape[-1] is not None:
+        n_in = input_heads_layout[0] * x.shape[-1]
     # Backprop says which inputs need no gradient (e.g. the model input).
     skip = getattr(op, "skip_input_indices", None) or ()
     need_dx, need_dvalues = 0 not in skip, 1 not in skip
@@ -184,7 +187,7 @@ def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
         raise ValueError(
             "BsmmForward gradient: x's number of columns (n_in) must be known statically"
         )
-    if need_dx and not need_dvalues and not heads_layout:
+    if need_dx and not need_dvalues and not (heads_layout or input_heads_layout):
         dx = module.bsmm_input_grad(dy, values, rows, cols, block_size=block_size, n_in=n_in)
         return [dx, None, None, None]
     if not (need_dx or need_dvalues):
@@ -198,6 +201,7 @@ def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
         block_size=block_size,
         compute_dx=need_dx,
         heads_layout=heads_layout,
+        input_heads_layout=input_heads_layout,
     )
     return [dx if need_dx else None, dvalues if need_dvalues else None, None, None]
 
@@ -280,6 +284,32 @@ def bsmm_heads(
         n_out=n_out,
         heads_layout=[parts, heads, tokens],
     )
+
+
+def bsmm_from_heads(x: Any, values: Any, rows: Any, cols: Any, n_out: int) -> tf.Tensor:
+    """y = x . W for x read as [b, heads, tokens, head_size] (an attention's output before its
+    heads are merged: row (b, t), column (h, e)); gives [b, tokens, n_out], without the merging
+    transpose either way (block size 1, 8 or 16; head_size a multiple of 8)."""
+    import tensorflow as tf
+
+    module = loaded_ops()
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank != 4 or None in x.shape[1:]:
+        raise ValueError(
+            f"bsmm_from_heads needs x [batch, heads, tokens, head_size] with known heads, tokens "
+            f"and head_size, got {x.shape}"
+        )
+    _, heads, tokens, _ = (int(d) if d is not None else None for d in x.shape)
+    y = module.bsmm_forward(
+        x,
+        values,
+        rows,
+        cols,
+        block_size=block_size_of(values),
+        n_out=n_out,
+        input_heads_layout=[heads, tokens],
+    )
+    return tf.reshape(y, [-1, tokens, n_out])
 
 
 def bsmm_dense_grad(x: Any, dy: Any, block_size: int, pooling: str = "NONE") -> tf.Tensor:

@@ -440,8 +440,28 @@ def heads_layout_checks(bs: int) -> dict[str, dict[str, Any]]:
         written = ops.bsmm_heads(x, values, rows, cols, n_out=n_out, parts=3, heads=heads)
     expected = [transposed, *tape.gradient(transposed, [x, values], output_gradients=dy_heads)]
     got = [written, *tape.gradient(written, [x, values], output_gradients=dy_heads)]
+    # The input side: x read as [B, heads, T, d] (attr input_heads_layout) against the merged rows.
+    out_case = MatmulCase(
+        "heads_input", (batch * tokens,), heads * head_size, n_in, bs, density=0.3, seed=14
+    )
+    out_data = case_data(out_case)
+    out_rows, out_cols = out_data["rows"], out_data["cols"]
+    out_values = tf.constant(out_data["values"])
+    x_heads = tf.constant(
+        out_data["x"].reshape(batch, tokens, heads, head_size).transpose(0, 2, 1, 3).copy()
+    )
+    dy_rows = tf.constant(out_data["dy"].reshape(batch, tokens, n_in))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x_heads, out_values])
+        merged = tf.reshape(tf.transpose(x_heads, [0, 2, 1, 3]), [batch, tokens, heads * head_size])
+        from_rows = ops.bsmm(merged, out_values, out_rows, out_cols, n_out=n_in)
+        from_heads = ops.bsmm_from_heads(x_heads, out_values, out_rows, out_cols, n_out=n_in)
+    sources = [x_heads, out_values]
+    expected += [from_rows, *tape.gradient(from_rows, sources, output_gradients=dy_rows)]
+    got += [from_heads, *tape.gradient(from_heads, sources, output_gradients=dy_rows)]
     checks = {}
-    for name, a, b in zip(("y", "dx", "dvalues"), got, expected, strict=True):
+    names = ("y", "dx", "dvalues", "input_y", "input_dx", "input_dvalues")
+    for name, a, b in zip(names, got, expected, strict=True):
         error = float(np.max(np.abs(a.numpy() - b.numpy())))
         checks[name] = {
             "passed": bool(np.array_equal(a.numpy(), b.numpy())),
@@ -576,6 +596,17 @@ ERROR_ROWS: tuple[tuple[str, str, dict[str, Any], str, type[Exception]], ...] = 
      {"values": _ones(2, 1, 1), "block_size": 1, "heads_layout": (1, 1, 2),
       "dy": _ones(1, 1, 1, 3, 8)},
      "is not [parts, batch, heads, tokens, head_size]", _INVALID),
+    ("error_input_heads_block_size_4", "forward",
+     {"x": _ones(1, 2, 2, 8), "input_heads_layout": [2, 2]}, "block size 1, 8 or 16, got 4",
+     _INVALID),
+    ("error_input_heads_shape", "forward",
+     {"x": _ones(1, 3, 2, 8), "values": _ones(2, 1, 1), "block_size": 1,
+      "input_heads_layout": [2, 2]},
+     "is not [batch, heads, tokens, head_size] for input_heads_layout [2, 2]", _INVALID),
+    ("error_input_heads_head_size", "forward",
+     {"x": _ones(1, 2, 2, 4), "values": _ones(2, 1, 1), "block_size": 1,
+      "input_heads_layout": [2, 2]},
+     "a head size (x.shape[3] = 4) that is a multiple of 8", _INVALID),
 )  # fmt: skip
 
 
