@@ -86,6 +86,18 @@ class HeadsMap {
   }
   const MatrixMap& map() const { return map_; }
 
+  // The parts given as separate tensors [batch, heads, tokens, head_size] instead of one stacked
+  // [parts, ...] tensor: column offsets measured from the first part's data, `base`.
+  template <typename T>
+  void OffsetParts(const std::vector<const Tensor*>& parts, const T* base) {
+    const int64_t part_size = parts[0]->NumElements();
+    const int64_t part_cols = static_cast<int64_t>(col_offsets_.size()) / parts.size();
+    for (size_t s = 0; s < parts.size(); ++s) {
+      const int64_t shift = Data<T>(*parts[s]) - base - static_cast<int64_t>(s) * part_size;
+      for (int64_t c = s * part_cols; c < (s + 1) * part_cols; ++c) col_offsets_[c] += shift;
+    }
+  }
+
  private:
   std::vector<int64_t> row_offsets_;
   std::vector<int64_t> col_offsets_;
@@ -175,18 +187,15 @@ class BsmmForwardOp : public OpKernel {
 // (dx, dvalues). All run the variant's backward, blocks grouped by input block-row.
 struct InputGradKind {
   static constexpr char kOp[] = "BsmmInputGrad";
-  static constexpr int kX = -1, kDy = 0, kValues = 1, kRows = 2;
-  static constexpr bool kDx = true, kDvalues = false;
+  static constexpr bool kX = false, kValues = true, kDx = true, kDvalues = false;
 };
 struct ValuesGradKind {
   static constexpr char kOp[] = "BsmmValuesGrad";
-  static constexpr int kX = 0, kDy = 1, kValues = -1, kRows = 2;
-  static constexpr bool kDx = false, kDvalues = true;
+  static constexpr bool kX = true, kValues = false, kDx = false, kDvalues = true;
 };
-struct BackwardKind {
+struct BackwardKind {  // dy is a list: one tensor, or one [batch, heads, tokens, d] per part
   static constexpr char kOp[] = "BsmmBackward";
-  static constexpr int kX = 0, kDy = 1, kValues = 2, kRows = 3;
-  static constexpr bool kDx = true, kDvalues = true;
+  static constexpr bool kX = true, kValues = true, kDx = true, kDvalues = true;
 };
 
 template <typename T, typename Kind>
@@ -195,7 +204,7 @@ class BsmmGradientOp : public OpKernel {
   explicit BsmmGradientOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
     OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
-    if (Kind::kX < 0) OP_REQUIRES_OK(c, c->GetAttr("n_in", &n_in_attr_));
+    if (!Kind::kX) OP_REQUIRES_OK(c, c->GetAttr("n_in", &n_in_attr_));
     if (Kind::kDx && Kind::kDvalues) {
       OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
       OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
@@ -205,27 +214,29 @@ class BsmmGradientOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& dy = ctx->input(Kind::kDy);
-    const Tensor* x = Kind::kX >= 0 ? &ctx->input(Kind::kX) : nullptr;
-    const Tensor* values = Kind::kValues >= 0 ? &ctx->input(Kind::kValues) : nullptr;
-    const Tensor& rows = ctx->input(Kind::kRows);
-    const Tensor& cols = ctx->input(Kind::kRows + 1);
-    const bool heads = !heads_layout_.empty();
-    OP_REQUIRES_OK(ctx, CheckRank(kOp, "dy", dy, heads ? 5 : 2));
-    int64_t m = dy.dim_size(0);
-    int64_t n_out = dy.dim_size(1);
-    if (heads) {  // dy [parts, batch, heads, tokens, head_size]
-      m = dy.dim_size(1) * heads_layout_[2];
-      n_out = heads_layout_[0] * heads_layout_[1] * dy.dim_size(4);
-      OP_REQUIRES(ctx,
-                  dy.dim_size(0) == heads_layout_[0] && dy.dim_size(2) == heads_layout_[1] &&
-                      dy.dim_size(3) == heads_layout_[2],
-                  absl::InvalidArgumentError(absl::StrCat(
-                      kOp, ": dy ", dy.shape().DebugString(),
-                      " is not [parts, batch, heads, tokens, head_size] for heads_layout [",
-                      absl::StrJoin(heads_layout_, ", "), "]. Pass BsmmForward's output layout.")));
-      OP_REQUIRES_OK(ctx, CheckHeadsLayout(kOp, heads_layout_, bs_, n_out));
+    const Tensor* x = nullptr;
+    const Tensor* values = nullptr;
+    const Tensor* rows_input = nullptr;
+    const Tensor* cols_input = nullptr;
+    if (Kind::kX) OP_REQUIRES_OK(ctx, ctx->input("x", &x));
+    if (Kind::kValues) OP_REQUIRES_OK(ctx, ctx->input("values", &values));
+    OP_REQUIRES_OK(ctx, ctx->input("rows", &rows_input));
+    OP_REQUIRES_OK(ctx, ctx->input("cols", &cols_input));
+    const Tensor& rows = *rows_input;
+    const Tensor& cols = *cols_input;
+    std::vector<const Tensor*> dys;
+    if constexpr (std::is_same_v<Kind, BackwardKind>) {
+      tensorflow::OpInputList list;
+      OP_REQUIRES_OK(ctx, ctx->input_list("dy", &list));
+      for (int i = 0; i < list.size(); ++i) dys.push_back(&list[i]);
+    } else {
+      const Tensor* dy = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->input("dy", &dy));
+      dys.push_back(dy);
     }
+    const Tensor& dy = *dys[0];
+    int64_t m = 0, n_out = 0;
+    OP_REQUIRES_OK(ctx, DyMatrix(dys, &m, &n_out));
     int64_t n_in = n_in_attr_;
     HeadsMap x_map;
     if (x != nullptr) {
@@ -269,6 +280,7 @@ class BsmmGradientOp : public OpKernel {
     }
     HeadsMap dy_map;
     OP_REQUIRES_OK(ctx, dy_map.Build(kOp, heads_layout_, m, n_out));
+    if (dys.size() > 1) dy_map.OffsetParts(dys, Data<T>(dy));
     OP_REQUIRES_OK(ctx, table->backward[BlockSizeIndex(bs_)](
                             ctx, x != nullptr ? Data<T>(*x) : nullptr, x_map.map(), Data<T>(dy),
                             dy_map.map(), m, n_in, n_out, *groups,
@@ -276,6 +288,44 @@ class BsmmGradientOp : public OpKernel {
   }
 
  private:
+  // dy [m, n_out]; with heads_layout [parts, heads, tokens] one [parts, batch, heads, tokens,
+  // head_size] tensor or `parts` tensors [batch, heads, tokens, head_size] (an attention's dQ, dK,
+  // dV as they come, not stacked): checks their shapes and gives m and n_out.
+  absl::Status DyMatrix(const std::vector<const Tensor*>& dys, int64_t* m, int64_t* n_out) const {
+    const Tensor& dy = *dys[0];
+    if (heads_layout_.empty()) {
+      if (dys.size() != 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            kOp, ": dy must be one tensor [batch, n_out] without heads_layout, got ", dys.size(),
+            "."));
+      }
+      TF_RETURN_IF_ERROR(CheckRank(kOp, "dy", dy, 2));
+      *m = dy.dim_size(0);
+      *n_out = dy.dim_size(1);
+      return absl::OkStatus();
+    }
+    const int64_t parts = heads_layout_[0], heads = heads_layout_[1];
+    const int64_t tokens = heads_layout_[2];
+    const bool stacked = dys.size() == 1;
+    const int part_axis = stacked ? 1 : 0;  // the batch axis of each tensor
+    bool fits = (stacked || static_cast<int64_t>(dys.size()) == parts);
+    for (const Tensor* part : dys) {
+      fits = fits && part->dims() == (stacked ? 5 : 4) &&
+             part->shape() == dy.shape() && (!stacked || part->dim_size(0) == parts) &&
+             part->dim_size(part_axis + 1) == heads && part->dim_size(part_axis + 2) == tokens;
+    }
+    if (!fits) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kOp, ": dy (", dys.size(), " tensor(s), the first ", dy.shape().DebugString(),
+          ") is not [parts, batch, heads, tokens, head_size], nor `parts` tensors [batch, heads, "
+          "tokens, head_size], for heads_layout [", absl::StrJoin(heads_layout_, ", "),
+          "]. Pass BsmmForward's output layout."));
+    }
+    *m = dy.dim_size(part_axis) * tokens;
+    *n_out = parts * heads * dy.dim_size(part_axis + 3);
+    return CheckHeadsLayout(kOp, heads_layout_, bs_, *n_out);
+  }
+
   static constexpr const char* kOp = Kind::kOp;
   int64_t bs_;
   int64_t n_in_attr_ = 0;

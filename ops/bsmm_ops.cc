@@ -192,23 +192,25 @@ REGISTER_OP("BsmmValuesGrad")
 
 REGISTER_OP("BsmmBackward")
     .Input("x: T")
-    .Input("dy: T")
+    .Input("dy: num_dy * T")
     .Input("values: T")
     .Input("rows: int32")
     .Input("cols: int32")
     .Output("dx: T")
     .Output("dvalues: T")
     .Attr("T: {float, double}")
+    .Attr("num_dy: int >= 1")
     .Attr("block_size: int")
     .Attr("compute_dx: bool = true")
     .Attr("heads_layout: list(int) = []")
     .Attr("input_heads_layout: list(int) = []")
     .SetShapeFn([](InferenceContext* c) -> absl::Status {
       constexpr char kOp[] = "BsmmBackward";
-      int64_t bs;
+      int64_t bs, num_dy;
       bool compute_dx;
       std::vector<int64_t> heads;
       TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      TF_RETURN_IF_ERROR(c->GetAttr("num_dy", &num_dy));
       TF_RETURN_IF_ERROR(c->GetAttr("compute_dx", &compute_dx));
       TF_RETURN_IF_ERROR(c->GetAttr("heads_layout", &heads));
       DimensionHandle batch, n_in, nnz, n_out = c->UnknownDim();
@@ -221,12 +223,14 @@ REGISTER_OP("BsmmBackward")
         }
         n_out = c->Dim(dy, 1);
       } else {
-        TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 5, &dy));
-        if (c->ValueKnown(c->Dim(dy, 4))) {
-          n_out = c->MakeDim(heads[0] * heads[1] * c->Value(c->Dim(dy, 4)));
+        // One stacked [parts, batch, heads, tokens, d], or one [batch, heads, tokens, d] per part.
+        TF_RETURN_IF_ERROR(c->WithRank(c->input(1), num_dy == 1 ? 5 : 4, &dy));
+        DimensionHandle head_size = c->Dim(dy, num_dy == 1 ? 4 : 3);
+        if (c->ValueKnown(head_size)) {
+          n_out = c->MakeDim(heads[0] * heads[1] * c->Value(head_size));
         }
       }
-      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 2, 3, bs, &nnz));
+      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 1 + num_dy, 2 + num_dy, bs, &nnz));
       TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", n_in, bs));
       TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", n_out, bs));
       if (!heads.empty() && c->ValueKnown(n_out)) {
@@ -239,7 +243,9 @@ REGISTER_OP("BsmmBackward")
     .Doc(
         "The gradient of BsmmForward in one op: dx = dy . W^T (x's shape; an empty [0, n_in] "
         "without compute_dx) and dvalues = (x^T . dy) at the non-zero blocks, reading dy once for "
-        "both. heads_layout and input_heads_layout as for BsmmForward: dy in the layout of its "
+        "both. dy is one tensor, or with heads_layout = [parts, heads, tokens] also one "
+        "[batch, heads, tokens, head_size] tensor per part (an attention's dQ, dK, dV, not "
+        "stacked). heads_layout and input_heads_layout as for BsmmForward: dy in the layout of its "
         "output, x and dx in the layout of its input.");
 
 REGISTER_OP("BsmmDenseGrad")

@@ -44,7 +44,7 @@ def transpose_then_unstack_attention(
     """The attention core now: one transpose to [3, B, heads, T, d], then unstack; the heads
     merged by one transpose."""
     layer = RowMajorLayer()
-    attended = multi_head_attention(qkv_heads(layer, qkv, heads, head_size, None))
+    attended = multi_head_attention(*qkv_heads(layer, qkv, heads, head_size, None))
     return merged_heads_output(layer, attended, None)
 
 
@@ -125,7 +125,7 @@ def test_sparse_attention_layers_use_the_heads_layout_bit_for_bit(
         captured = [] if capture else None
         with tf.GradientTape() as tape:
             tape.watch(x)
-            attended = multi_head_attention(qkv_heads(qkv_layer, x, heads, head_size, captured))
+            attended = multi_head_attention(*qkv_heads(qkv_layer, x, heads, head_size, captured))
             y = merged_heads_output(out_layer, attended, captured)
         return [y, *tape.gradient(y, trainable, output_gradients=dy)]
 

@@ -89,11 +89,11 @@ class SparseLinear(tf.Module):
         y = pre_bias if self.bias is None else pre_bias + self.bias
         return tf.reshape(y, tf.concat([leading, [self.n_out]], axis=0))
 
-    def heads_output(self, x: tf.Tensor, parts: int, heads: int) -> tf.Tensor | None:
-        """x·W for x [B, T, n_in] written as [parts, B, heads, T, n_out / (parts·heads)] by the
-        native op itself (an attention's Q, K, V in the layout its batched products read, with no
-        transpose either way), or None where the op cannot write that layout: a bias, block size
-        4, or a head size that is not a multiple of 8 and of the block size."""
+    def heads_output(self, x: tf.Tensor, parts: int, heads: int) -> list[tf.Tensor] | None:
+        """x·W for x [B, T, n_in] as `parts` tensors [B, heads, T, n_out / (parts·heads)] written
+        by the native op itself (an attention's Q, K, V in the layout its batched products read,
+        with no transpose or stack either way), or None where the op cannot write that layout: a
+        bias, block size 4, or a head size that is not a multiple of 8 and of the block size."""
         if self.bias is not None or self.block_size == 4 or self.n_out % (parts * heads):
             return None
         head_size = self.n_out // (parts * heads)
@@ -168,7 +168,7 @@ class DenseLinear(tf.Module):
         y = tf.tensordot(x, self.kernel, axes=1) if x.shape.rank != 2 else x @ self.kernel
         return y if self.bias is None else y + self.bias
 
-    def heads_output(self, x: tf.Tensor, parts: int, heads: int) -> tf.Tensor | None:
+    def heads_output(self, x: tf.Tensor, parts: int, heads: int) -> list[tf.Tensor] | None:
         """None: TensorFlow's matmul writes rows, transposed by the attention (SparseLinear)."""
         return None
 

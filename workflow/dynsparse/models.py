@@ -184,34 +184,30 @@ class GroupNorm1(tf.Module):
 
 def qkv_heads(
     layer: Linear, x: tf.Tensor, heads: int, head_size: int, capture: list[Captured] | None
-) -> tf.Tensor:
-    """Q, K, V of x [B, tokens, width] as one [3, B, heads, tokens, head_size] tensor.
+) -> list[tf.Tensor]:
+    """Q, K, V of x [B, tokens, width], each [B, heads, tokens, head_size].
 
-    A sparse layer's native op writes that layout itself, and its gradient reads it, so neither
-    direction copies the 5.5 MB QKV output of the default model once more; a dense layer's output
-    (and the RigL update step's, which captures the row-major pre-bias output) is transposed. The
-    two give the same bits.
+    A sparse layer's native op writes that layout itself, and its gradient reads dQ, dK, dV so,
+    with no transpose or stack of the 5.5 MB QKV output of the default model either way; a dense
+    layer's output (and the RigL update step's, which captures the row-major pre-bias output) is
+    transposed once to [3, B, heads, T, d] and unstacked (the outputs share the transpose's
+    buffer; slicing instead would cost strided-slice gradients, several times the whole
+    attention). The two give the same bits.
     """
     if capture is None:
         fused = layer.heads_output(x, 3, heads)
         if fused is not None:
             return fused
     qkv = layer(x, capture)
-    # One transpose to [3, B, heads, T, d]: one copy of the QKV output instead of two (a split of
-    # the last axis, then a transpose per part); its gradient is a transpose too.
     tokens = int(qkv.shape[1])
-    return tf.transpose(
+    heads_first = tf.transpose(
         tf.reshape(qkv, [tf.shape(qkv)[0], tokens, 3, heads, head_size]), [2, 0, 3, 1, 4]
     )
+    return tf.unstack(heads_first)
 
 
-def multi_head_attention(qkv_heads_first: tf.Tensor) -> tf.Tensor:
-    """softmax(Q Kᵀ / √d) V per head, for Q, K, V as [3, B, heads, T, d]; returns [B, heads, T, d].
-
-    unstack's outputs share the input's buffer (its gradient is a stack); slicing instead would
-    cost strided-slice gradients, several times the whole attention.
-    """
-    q, k, v = tf.unstack(qkv_heads_first)  # each [B, heads, T, d]
+def multi_head_attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+    """softmax(Q Kᵀ / √d) V per head, for Q, K, V [B, heads, T, d]; returns [B, heads, T, d]."""
     scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(int(q.shape[-1])))
     return tf.matmul(tf.nn.softmax(scores, axis=-1), v)
 
@@ -343,8 +339,8 @@ class TransformerModel(tf.Module):
     ) -> tf.Tensor:
         """One pre-norm encoder layer: attention, then the feed-forward block, each residual."""
         qkv_layer, attention_out, ffn1, ffn2 = linears
-        qkv = qkv_heads(qkv_layer, attention_norm(x), self.heads, self.qkv_size, capture)
-        attended = multi_head_attention(qkv)
+        q, k, v = qkv_heads(qkv_layer, attention_norm(x), self.heads, self.qkv_size, capture)
+        attended = multi_head_attention(q, k, v)
         x = x + self._dropout(merged_heads_output(attention_out, attended, capture), training)
         hidden = self._dropout(tf.nn.gelu(ffn1(ffn_norm(x), capture)), training)
         return x + self._dropout(ffn2(hidden, capture), training)

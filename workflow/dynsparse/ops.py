@@ -194,7 +194,7 @@ def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
         return [None, None, None, None]
     dx, dvalues = module.bsmm_backward(
         x,
-        dy,
+        [dy],
         values,
         rows,
         cols,
@@ -260,11 +260,12 @@ def bsmm(x: Any, values: Any, rows: Any, cols: Any, n_out: int) -> tf.Tensor:
 
 def bsmm_heads(
     x: Any, values: Any, rows: Any, cols: Any, n_out: int, parts: int, heads: int
-) -> tf.Tensor:
-    """y = x . W for x [b, tokens, n_in], written as [parts, b, heads, tokens, head_size] with
+) -> list[tf.Tensor]:
+    """y = x . W for x [b, tokens, n_in], as `parts` tensors [b, heads, tokens, head_size] with
     head_size = n_out / (parts * heads): an attention's Q, K, V (parts = 3) in the layout of its
-    batched products, without a transpose (block size 1, 8 or 16; head_size a multiple of 8).
-    The gradient reads dY in the same layout."""
+    batched products, written so by the op (block size 1, 8 or 16; head_size a multiple of 8).
+    The gradient reads their gradients as they come, in that layout and unstacked, with no
+    transpose or stack in either direction; it always computes dX."""
     import tensorflow as tf
 
     module = loaded_ops()
@@ -273,17 +274,25 @@ def bsmm_heads(
         raise ValueError(
             f"bsmm_heads needs x [batch, tokens, n_in] with known tokens, got {x.shape}"
         )
-    tokens = int(x.shape[1])
+    layout = [parts, heads, int(x.shape[1])]
+    block_size = block_size_of(values)
+
+    @tf.custom_gradient
+    def product(x2: tf.Tensor, values: tf.Tensor) -> Any:
+        y = module.bsmm_forward(
+            x2, values, rows, cols, block_size=block_size, n_out=n_out, heads_layout=layout
+        )
+
+        def gradient(*dys: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            dx, dvalues = module.bsmm_backward(
+                x2, list(dys), values, rows, cols, block_size=block_size, heads_layout=layout
+            )
+            return dx, dvalues
+
+        return tf.unstack(y), gradient
+
     x2 = tf.reshape(x, [-1, x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]])
-    return module.bsmm_forward(
-        x2,
-        values,
-        rows,
-        cols,
-        block_size=block_size_of(values),
-        n_out=n_out,
-        heads_layout=[parts, heads, tokens],
-    )
+    return product(x2, values)
 
 
 def bsmm_from_heads(x: Any, values: Any, rows: Any, cols: Any, n_out: int) -> tf.Tensor:

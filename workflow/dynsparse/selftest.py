@@ -437,9 +437,16 @@ def heads_layout_checks(bs: int) -> dict[str, dict[str, Any]]:
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, values])
         transposed = to_heads(ops.bsmm(x, values, rows, cols, n_out=n_out))
-        written = ops.bsmm_heads(x, values, rows, cols, n_out=n_out, parts=3, heads=heads)
+        written = tf.stack(ops.bsmm_heads(x, values, rows, cols, n_out=n_out, parts=3, heads=heads))
+        # The op alone: one stacked output, its registered gradient reading one stacked dY.
+        stacked = ops.loaded_ops().bsmm_forward(
+            tf.reshape(x, [batch * tokens, n_in]), values, rows, cols, block_size=bs,
+            n_out=n_out, heads_layout=[3, heads, tokens],
+        )  # fmt: skip
     expected = [transposed, *tape.gradient(transposed, [x, values], output_gradients=dy_heads)]
     got = [written, *tape.gradient(written, [x, values], output_gradients=dy_heads)]
+    expected += expected
+    got += [stacked, *tape.gradient(stacked, [x, values], output_gradients=dy_heads)]
     # The input side: x read as [B, heads, T, d] (attr input_heads_layout) against the merged rows.
     out_case = MatmulCase(
         "heads_input", (batch * tokens,), heads * head_size, n_in, bs, density=0.3, seed=14
@@ -460,7 +467,8 @@ def heads_layout_checks(bs: int) -> dict[str, dict[str, Any]]:
     expected += [from_rows, *tape.gradient(from_rows, sources, output_gradients=dy_rows)]
     got += [from_heads, *tape.gradient(from_heads, sources, output_gradients=dy_rows)]
     checks = {}
-    names = ("y", "dx", "dvalues", "input_y", "input_dx", "input_dvalues")
+    names = ("y", "dx", "dvalues", "stacked_y", "stacked_dx", "stacked_dvalues", "input_y")
+    names += ("input_dx", "input_dvalues")
     for name, a, b in zip(names, got, expected, strict=True):
         error = float(np.max(np.abs(a.numpy() - b.numpy())))
         checks[name] = {
@@ -516,7 +524,7 @@ def _backward(
 ) -> Any:
     inputs = {"x": _X, "values": _VALUES, "rows": _ROWS, "cols": _COLS, **changes}
     return ops.loaded_ops().bsmm_backward(
-        inputs["x"], dy, inputs["values"], inputs["rows"], inputs["cols"],
+        inputs["x"], [dy], inputs["values"], inputs["rows"], inputs["cols"],
         block_size=block_size, heads_layout=list(heads_layout),
     )  # fmt: skip
 
@@ -595,7 +603,7 @@ ERROR_ROWS: tuple[tuple[str, str, dict[str, Any], str, type[Exception]], ...] = 
     ("error_heads_dy_shape", "backward",
      {"values": _ones(2, 1, 1), "block_size": 1, "heads_layout": (1, 1, 2),
       "dy": _ones(1, 1, 1, 3, 8)},
-     "is not [parts, batch, heads, tokens, head_size]", _INVALID),
+     "is not [parts, batch, heads, tokens, head_size], nor `parts` tensors", _INVALID),
     ("error_input_heads_block_size_4", "forward",
      {"x": _ones(1, 2, 2, 8), "input_heads_layout": [2, 2]}, "block size 1, 8 or 16, got 4",
      _INVALID),
