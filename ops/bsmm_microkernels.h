@@ -177,8 +177,8 @@ T* ThreadScratch(int slot, int64_t size) {
 
 // Rows [row0, row0 + rows) of src (a [.., width] matrix, addressed by `map`) transposed into dst
 // [width][padded], rows padded with zeros up to `padded`: one batch chunk of BatchChunks' layout.
-// 16 rows at a time, so that src is read as 16 streams and every 64-byte line of dst is written
-// whole.
+// Row-major src: 16 rows at a time, so that src is read as 16 streams and every 64-byte line of
+// dst is written whole.
 template <typename T>
 void TransposeChunk(const T* src, const MatrixMap& map, int64_t row0, int64_t width,
                     int64_t rows, int64_t padded, T* dst) {
@@ -189,15 +189,23 @@ void TransposeChunk(const T* src, const MatrixMap& map, int64_t row0, int64_t wi
     Transpose8x8Rows<T>([&](int i) { return base + map.Row(row0 + r + i); },
                         [&](int i) { return dst + (k + i) * padded + r; });
   };
-  int64_t r = 0;
-  for (; r + 16 <= full_rows; r += 16) {
+  if (map.row_offsets != nullptr) {
+    // The heads layout: a column tile's rows lie within a few [tokens, head_size] blocks, so
+    // walking the rows of one column tile at a time reads each block's lines while in L1.
     for (int64_t k = 0; k < full_k; k += 8) {
-      tile(r, k);
-      tile(r + 8, k);
+      for (int64_t r = 0; r < full_rows; r += 8) tile(r, k);
     }
-  }
-  if (r < full_rows) {
-    for (int64_t k = 0; k < full_k; k += 8) tile(r, k);
+  } else {
+    int64_t r = 0;
+    for (; r + 16 <= full_rows; r += 16) {
+      for (int64_t k = 0; k < full_k; k += 8) {
+        tile(r, k);
+        tile(r + 8, k);
+      }
+    }
+    if (r < full_rows) {
+      for (int64_t k = 0; k < full_k; k += 8) tile(r, k);
+    }
   }
   for (int64_t k = 0; k < width; ++k) {
     const T* column = src + map.Col(k);
