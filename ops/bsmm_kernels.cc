@@ -306,7 +306,7 @@ class BsmmGradientOp : public OpKernel {
     }
     const int64_t parts = heads_layout_[0], heads = heads_layout_[1];
     const int64_t tokens = heads_layout_[2];
-    const bool stacked = dys.size() == 1;
+    const bool stacked = dys.size() == 1 && dy.dims() == 5;
     const int part_axis = stacked ? 1 : 0;  // the batch axis of each tensor
     bool fits = (stacked || static_cast<int64_t>(dys.size()) == parts);
     for (const Tensor* part : dys) {

@@ -224,8 +224,9 @@ REGISTER_OP("BsmmBackward")
         n_out = c->Dim(dy, 1);
       } else {
         // One stacked [parts, batch, heads, tokens, d], or one [batch, heads, tokens, d] per part.
-        TF_RETURN_IF_ERROR(c->WithRank(c->input(1), num_dy == 1 ? 5 : 4, &dy));
-        DimensionHandle head_size = c->Dim(dy, num_dy == 1 ? 4 : 3);
+        TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(1), 4, &dy));
+        TF_RETURN_IF_ERROR(c->WithRankAtMost(dy, num_dy == 1 ? 5 : 4, &dy));
+        DimensionHandle head_size = c->Dim(dy, -1);
         if (c->ValueKnown(head_size)) {
           n_out = c->MakeDim(heads[0] * heads[1] * c->Value(head_size));
         }

@@ -453,3 +453,32 @@ def test_dropout_is_bitwise_the_reference_formula(isa: str, shape: tuple[int, ..
             np.testing.assert_array_equal(mask.numpy(), expected_mask)
             advanced = np.array([counter], np.int64).view(np.uint64) + np.uint64((x.size + 1) // 2)
             assert generator.state.numpy()[0] == advanced.view(np.int64)[0]
+
+
+@pytest.mark.parametrize(
+    ("batch", "tokens", "n_in", "parts", "heads", "head_size", "bs"),
+    [(4, 9, 24, 1, 2, 8, 1), (2, 28, 48, 3, 2, 16, 8), (3, 7, 32, 2, 3, 16, 16)],
+)
+def test_heads_layout_is_the_transposed_rows(
+    isa: str, batch: int, tokens: int, n_in: int, parts: int, heads: int, head_size: int, bs: int
+) -> None:
+    """Q, K, V written as [B, heads, T, d] per part, and the gradient read so (unstacked), equal
+    the row-major product transposed, bit for bit, for any number of parts."""
+    rng = np.random.default_rng(parts * 10 + bs)
+    n_out = parts * heads * head_size
+    nnz = (n_in // bs) * (n_out // bs) // 3
+    values, rows, cols = random_pattern(rng, n_in, n_out, bs, nnz=nnz)
+    x = tf.constant(rng.standard_normal((batch, tokens, n_in)).astype(np.float32))
+    values_t = tf.constant(values)
+    dy = tf.constant(rng.standard_normal((parts, batch, heads, tokens, head_size)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, values_t])
+        rows_out = ops.bsmm(x, values_t, rows, cols, n_out=n_out)
+        transposed = tf.transpose(
+            tf.reshape(rows_out, [batch, tokens, parts, heads, head_size]), [2, 0, 3, 1, 4]
+        )
+        written = tf.stack(ops.bsmm_heads(x, values_t, rows, cols, n_out, parts, heads))
+    expected = [transposed, *tape.gradient(transposed, [x, values_t], output_gradients=dy)]
+    got = [written, *tape.gradient(written, [x, values_t], output_gradients=dy)]
+    for name, a, b in zip(("y", "dx", "dvalues"), got, expected, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
