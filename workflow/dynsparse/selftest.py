@@ -467,8 +467,11 @@ def heads_layout_checks(bs: int) -> dict[str, dict[str, Any]]:
     expected += [from_rows, *tape.gradient(from_rows, sources, output_gradients=dy_rows)]
     got += [from_heads, *tape.gradient(from_heads, sources, output_gradients=dy_rows)]
     checks = {}
-    names = ("y", "dx", "dvalues", "stacked_y", "stacked_dx", "stacked_dvalues", "input_y")
-    names += ("input_dx", "input_dvalues")
+    names = (
+        *("y", "dx", "dvalues"),
+        *("stacked_y", "stacked_dx", "stacked_dvalues"),
+        *("input_y", "input_dx", "input_dvalues"),
+    )
     for name, a, b in zip(names, got, expected, strict=True):
         error = float(np.max(np.abs(a.numpy() - b.numpy())))
         checks[name] = {
