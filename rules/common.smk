@@ -137,6 +137,14 @@ def training_runtime_min(wildcards):
     return MODELS[wildcards.model].runtime_min(settings)
 
 
+def training_priority(wildcards):
+    """Longest training first: the job's rough one-core seconds (at least 1). A long transformer
+    run started last would hold one core for minutes while the other idles; this way the short
+    FC runs and then the pictures (priority 0) fill the end, and the benchmarks (-10) follow."""
+    settings = SAMPLES[(wildcards.model, wildcards.sample)].settings
+    return max(1, round(MODELS[wildcards.model].estimated_seconds(settings)))
+
+
 def bench_outputs():
     outputs = []
     if config["bench"]["ops"] != "off":

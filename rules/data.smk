@@ -24,7 +24,9 @@ rule fetch_mnist:
     localrule: True
     conda:
         "../envs/environment.yaml"
-    threads: 1
+    # No core of its own: it mostly waits on the network or pip (~5 s), so it runs beside the
+    # ops build, which takes both cores of a 2-core machine.
+    threads: 0
     resources:
         mem_mb=2000,
         runtime=15,

@@ -15,6 +15,8 @@ rule train:
         f"{LOGS}/train/{{model}}/{{sample}}/seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train/{{model}}/{{sample}}/seed{{seed}}.tsv"
+    # Longest first (rules/common.smk): no long run starts last.
+    priority: training_priority
     conda:
         "../envs/environment.yaml"
     threads: 1

@@ -52,8 +52,25 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+# zlib level of save_npz. numpy's savez_compressed has no level and uses zlib's default (6):
+# on a 31.6 MB records.npz (an FC run's 101 patterns) level 1 writes 14.3 MB in 0.6 s, level 6
+# 13.2 MB in 1.6 s; reading is as fast or faster.
+NPZ_COMPRESSLEVEL = 1
+
+
 def save_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
+    """`np.savez_compressed` at NPZ_COMPRESSLEVEL: the same .npz layout, read by `np.load`."""
+    import zipfile
+
     import numpy as np
 
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+    with (
+        atomic_path(path, suffix=".npz") as tmp,
+        zipfile.ZipFile(
+            tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_COMPRESSLEVEL
+        ) as archive,
+    ):
+        for name, value in arrays.items():
+            # As numpy writes them: one NAME.npy member per array, zip64 allowed.
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=True)

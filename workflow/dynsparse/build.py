@@ -53,7 +53,9 @@ def failure_message(error: Exception, cxxflags: str, log_path: str) -> str:
 
 def tensorflow_flags() -> tuple[list[str], list[str]]:
     """Compile and link flags of the installed TensorFlow wheel (ABI, C++ standard, includes)."""
-    import tensorflow as tf
+    from dynsparse.tfsetup import import_tensorflow
+
+    tf = import_tensorflow()
 
     return list(tf.sysconfig.get_compile_flags()), list(tf.sysconfig.get_link_flags())
 

@@ -97,6 +97,9 @@ class ModelEntry(Generic[S]):
     mem_mb: ClassVar[int]  # memory a training job asks the cluster for
     minutes_per_epoch: ClassVar[int]  # runtime a training job asks for, per epoch, plus 10
     bench_steps: ClassVar[int]  # training steps the training benchmark times
+    # One-core seconds of an epoch at the default widths (measured on the 2-core Zen 4): only
+    # orders the training jobs, longest first (rules/train.smk), never limits one.
+    seconds_per_epoch: ClassVar[float]
     # What the connectivity pictures show per input: a key of dynsparse.extract.INPUT_VIEWS.
     picture_inputs: ClassVar[str]
 
@@ -105,6 +108,10 @@ class ModelEntry(Generic[S]):
 
     def runtime_min(self, settings: S) -> int:
         return 10 + self.minutes_per_epoch * settings.epochs
+
+    def estimated_seconds(self, settings: S) -> float:
+        """A rough one-core estimate of a training job's time, to start the long ones first."""
+        return self.seconds_per_epoch * settings.epochs
 
     def checks(self, settings: S) -> list[str]:
         """Problems the schema cannot see (block sizes that do not divide a layer, ...)."""
@@ -143,6 +150,7 @@ class FCEntry(ModelEntry[FCSettings]):
     mem_mb = 3000
     minutes_per_epoch = 2
     bench_steps = 400
+    seconds_per_epoch = 1.3  # 17-36 s for 20 epochs
     picture_inputs = "pixels"  # the 28×28 image, the input permutation undone
 
     def checks(self, settings: FCSettings) -> list[str]:
@@ -236,6 +244,7 @@ class TransformerEntry(ModelEntry[TransformerSettings]):
     mem_mb = 6000
     minutes_per_epoch = 6
     bench_steps = 40
+    seconds_per_epoch = 33.0  # 88-147 s for 3 or 4 epochs
     picture_inputs = "features"  # the 28 features of a row token (padding apart)
 
     def checks(self, settings: TransformerSettings) -> list[str]:
