@@ -68,3 +68,18 @@ def test_bench_threads_never_exceed_the_cores(monkeypatch: pytest.MonkeyPatch) -
     assert bench.bench_threads(4) == 2
     assert bench.bench_threads(1) == 1
     assert bench.bench_threads(0) == 1
+
+
+def test_fwdbwd_variants_output_the_forward(ops_library: Path) -> None:
+    """A forward whose output no timed output reads is pruned from the compiled graph: each
+    forward+backward variant must return the forward's y (as the forward variant computes it)
+    beside dX and dW, or it would time the backward only."""
+    bodies, _ = bench._timed_bodies(bench.OpBenchCase(8, 32, 16, 0.25, 1))
+    for prefix in ("ours", "dense", "masked"):
+        forward = bodies[f"{prefix}_fwd"](0)[0].numpy()
+        outputs = bodies[f"{prefix}_fwdbwd"](0)
+        assert len(outputs) == 3, prefix
+        np.testing.assert_array_equal(outputs[0].numpy(), forward)
+        assert outputs[1].shape == (8, 32)
+    ours_new = bodies["ours_fwdbwd_new_pattern"](1)
+    assert len(ours_new) == 3 and ours_new[0].shape == (8, 16)
