@@ -205,17 +205,31 @@ absl::Status ValuesInGroupOrder(OpKernelContext* ctx, const BlockGroups& groups,
 
 // out_t [width_out][stride] = the product of one chunk walked by input row: row k of in_t (kept
 // in registers) scattered into the rows of its group. Zeroes out_t first.
+// One kernel per chunk width (NV vectors), so ScatterAxpy is inlined rather than called through
+// its table once per input row.
+template <typename T, int NV>
+void ScatterChunkOf(const T* in_t, int64_t keys, int64_t stride, const int32_t* ptr,
+                    const int32_t* other, const T* weight, T* out_t) {
+  for (int64_t k = 0; k < keys; ++k) {
+    const int32_t p0 = ptr[k];
+    ScatterAxpy<T, NV>(in_t + k * stride, out_t, stride, other + p0, weight + p0,
+                       ptr[k + 1] - p0);
+  }
+}
+
+template <typename T, int... NV>
+constexpr auto ScatterChunkTable(std::integer_sequence<int, NV...>) {
+  using Fn = void (*)(const T*, int64_t, int64_t, const int32_t*, const int32_t*, const T*, T*);
+  return std::array<Fn, sizeof...(NV)>{&ScatterChunkOf<T, NV + 1>...};
+}
+
 template <typename T>
 void ScatterChunk(const T* in_t, int64_t keys, int64_t stride, const BlockGroups& groups,
                   const T* weight, T* out_t, int64_t width_out) {
-  constexpr int L = NativeLanes<T>();
-  const int nv = static_cast<int>(stride / L);
+  static constexpr auto kTable = ScatterChunkTable<T>(std::make_integer_sequence<int, 8>());
+  const int nv = static_cast<int>(stride / NativeLanes<T>());
   std::fill_n(out_t, width_out * stride, T(0));
-  for (int64_t k = 0; k < keys; ++k) {
-    const int32_t p0 = groups.ptr[k];
-    ScatterAxpyDispatch<T>(nv, in_t + k * stride, out_t, stride, groups.other.get() + p0,
-                           weight + p0, groups.ptr[k + 1] - p0);
-  }
+  kTable[nv - 1](in_t, keys, stride, groups.ptr.get(), groups.other.get(), weight, out_t);
 }
 
 // y [m, n_out] = x [m, n_in] . W at block size 1; `groups` by input row when
