@@ -40,7 +40,12 @@ def mean_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         loss, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
             features=logits, labels=labels
         )
-        count = tf.cast(tf.shape(loss)[0], logits.dtype)
+        # The static batch size where known: no shape ops in the step.
+        batch = loss.shape[0]
+        if batch is None:
+            count = tf.cast(tf.shape(loss)[0], logits.dtype)
+        else:
+            count = tf.constant(batch, logits.dtype)
 
         def grad(upstream: tf.Tensor) -> tf.Tensor:
             return backprop * (upstream / count)
