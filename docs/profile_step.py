@@ -41,7 +41,9 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 def op_times(function, argument, steps: int) -> list[tuple[float, str]]:
     """Microseconds per step of every op the profiler saw on the executor threads."""
     with tempfile.TemporaryDirectory() as logdir:
-        options = tf.profiler.experimental.ProfilerOptions(host_tracer_level=int(os.environ.get("TRACE_LEVEL", "2")))
+        options = tf.profiler.experimental.ProfilerOptions(
+            host_tracer_level=int(os.environ.get("TRACE_LEVEL", "2"))
+        )
         tf.profiler.experimental.start(logdir, options=options)
         function(argument)[0].numpy()
         tf.profiler.experimental.stop()

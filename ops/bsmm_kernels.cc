@@ -1,8 +1,11 @@
-// CPU kernels of the block-sparse matmul ops (registration: bsmm_ops.cc). They check the
+// CPU kernels of the block-sparse matmul ops and layers (registration: bsmm_ops.cc). They check the
 // arguments, group the blocks (cached per kernel), allocate the outputs and call the products of
 // the instruction-set variant chosen at load time (bsmm_dispatch.h, bsmm_products.h).
 #include <algorithm>
+#include <cstring>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_join.h"
@@ -126,13 +129,91 @@ absl::Status InputMatrix(const char* op, const Tensor& x, const std::vector<int6
   return map->Build(op, {1, layout[0], layout[1]}, *m, *n_in);
 }
 
-// y [m, n_out] = x [m, n_in] . W.
+// The activation of BsmmLayer: NONE or RELU.
+absl::Status ReluAttr(OpKernelConstruction* c, bool* relu) {
+  std::string activation;
+  TF_RETURN_IF_ERROR(c->GetAttr("activation", &activation));
+  *relu = activation == "RELU";
+  return absl::OkStatus();
+}
+
+// y = act(y + bias) row by row, as TensorFlow's AddV2 then Relu (max(v, 0) keeps a NaN and -0).
 template <typename T>
+void AddBiasActivate(T* y, const T* bias, int64_t m, int64_t n, bool relu) {
+  for (int64_t r = 0; r < m; ++r) {
+    T* row = y + r * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const T v = row[j] + bias[j];
+      row[j] = relu && v < T(0) ? T(0) : v;
+    }
+  }
+}
+
+// dz = dy * (y > 0), as TensorFlow's ReluGrad (a product, so -0 and NaN come out the same).
+// y > 0 is tested on y's bits as a signed integer, (0, +inf]: a floating-point comparison may
+// trap, so the compiler keeps it a branch per element (mispredicted half the time on a ReLU's
+// output) instead of vectorizing the loop.
+template <typename T>
+void ReluGradient(const T* dy, const T* y, int64_t count, T* dz) {
+  using Bits = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  static_assert(sizeof(Bits) == sizeof(T));
+  const T infinity = std::numeric_limits<T>::infinity();
+  Bits infinity_bits;
+  std::memcpy(&infinity_bits, &infinity, sizeof(T));
+  for (int64_t i = 0; i < count; ++i) {
+    Bits bits;
+    std::memcpy(&bits, y + i, sizeof(T));
+    const Bits positive = static_cast<Bits>(bits > 0) & static_cast<Bits>(bits <= infinity_bits);
+    dz[i] = dy[i] * static_cast<T>(positive);
+  }
+}
+
+// dbias[j] = the sum of dz[r, j] over the rows, added in the order of TensorFlow's Sum over axis 0
+// (Eigen's reduction preserving the inner dimension, in the 256-bit packets of TensorFlow's AVX
+// build): with 16 rows or more, a column inside a whole packet sums rows r % 4 == k into four
+// accumulators, adds them 0 + 1 + 2 + 3 and then the rows after the last multiple of 4; the
+// columns after the last whole packet, and every column of fewer than 16 rows, in row order. So
+// the bias gradient has the same bits as the unfused layer's.
+template <typename T>
+void SumRows(const T* dz, int64_t m, int64_t n, T* dbias) {
+  constexpr int64_t kPacket = 32 / sizeof(T);
+  const int64_t packed = m >= 16 ? n - n % kPacket : 0;
+  std::fill_n(dbias, n, T(0));
+  if (packed > 0) {
+    std::vector<T> partial(3 * packed, T(0));
+    T* accumulators[4] = {dbias, partial.data(), partial.data() + packed,
+                          partial.data() + 2 * packed};
+    const int64_t unrolled = m / 4 * 4;
+    for (int64_t r = 0; r < unrolled; ++r) {
+      const T* row = dz + r * n;
+      T* accumulator = accumulators[r % 4];
+      for (int64_t j = 0; j < packed; ++j) accumulator[j] += row[j];
+    }
+    for (int64_t j = 0; j < packed; ++j) {
+      dbias[j] = ((dbias[j] + accumulators[1][j]) + accumulators[2][j]) + accumulators[3][j];
+    }
+    for (int64_t r = unrolled; r < m; ++r) {
+      const T* row = dz + r * n;
+      for (int64_t j = 0; j < packed; ++j) dbias[j] += row[j];
+    }
+  }
+  for (int64_t r = 0; r < m; ++r) {
+    const T* row = dz + r * n;
+    for (int64_t j = packed; j < n; ++j) dbias[j] += row[j];
+  }
+}
+
+// y [m, n_out] = x [m, n_in] . W; as BsmmLayer (kLayer), y = act(x . W + bias).
+template <typename T, bool kLayer>
 class BsmmForwardOp : public OpKernel {
  public:
   explicit BsmmForwardOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
     OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
+    if (kLayer) {
+      OP_REQUIRES_OK(c, ReluAttr(c, &relu_));
+      return;
+    }
     OP_REQUIRES_OK(c, c->GetAttr("n_out", &n_out_));
     OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
     OP_REQUIRES_OK(c, CheckHeadsLayout(kOp, heads_layout_, bs_, n_out_));
@@ -145,38 +226,48 @@ class BsmmForwardOp : public OpKernel {
     const Tensor& values = ctx->input(1);
     const Tensor& rows = ctx->input(2);
     const Tensor& cols = ctx->input(3);
+    const Tensor* bias = nullptr;
+    int64_t n_out = n_out_;
+    if (kLayer) {
+      bias = &ctx->input(4);
+      OP_REQUIRES_OK(ctx, CheckRank(kOp, "bias", *bias, 1));
+      n_out = bias->dim_size(0);
+    }
     int64_t m = 0, n_in = 0;
     HeadsMap x_map;
     OP_REQUIRES_OK(ctx, InputMatrix(kOp, x, input_heads_layout_, bs_, &m, &n_in, &x_map));
     OP_REQUIRES_OK(ctx, CheckBlockTensors(kOp, &values, rows, cols, bs_));
     OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_in (x.shape[1])", n_in, bs_));
-    OP_REQUIRES_OK(ctx, CheckDivisible(kOp, "n_out", n_out_, bs_));
+    const char* n_out_name = kLayer ? "n_out (bias.shape[0])" : "n_out";
+    OP_REQUIRES_OK(ctx, CheckDivisible(kOp, n_out_name, n_out, bs_));
     const KernelTable<T>* table = TableOrFail<T>(ctx);
     if (table == nullptr) return;
-    const bool by_row = bs_ == 1 && ElementForwardByRow(m, n_in, n_out_);
+    const bool by_row = bs_ == 1 && ElementForwardByRow(m, n_in, n_out);
     std::shared_ptr<const BlockGroups> groups;
-    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows, cols, n_in / bs_, n_out_ / bs_, n_in, n_out_,
+    OP_REQUIRES_OK(ctx, groups_.Get(ctx, kOp, rows, cols, n_in / bs_, n_out / bs_, n_in, n_out,
                                     bs_, by_row, &groups));
     HeadsMap y_map;
-    OP_REQUIRES_OK(ctx, y_map.Build(kOp, heads_layout_, m, n_out_));
-    TensorShape y_shape({m, n_out_});
+    OP_REQUIRES_OK(ctx, y_map.Build(kOp, heads_layout_, m, n_out));
+    TensorShape y_shape({m, n_out});
     if (!heads_layout_.empty()) {
       const int64_t parts = heads_layout_[0], heads = heads_layout_[1];
       const int64_t tokens = heads_layout_[2];
-      y_shape = TensorShape({parts, m / tokens, heads, tokens, n_out_ / (parts * heads)});
+      y_shape = TensorShape({parts, m / tokens, heads, tokens, n_out / (parts * heads)});
     }
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, y_shape, &y));
-    if (m == 0 || n_out_ == 0) return;
+    if (m == 0 || n_out == 0) return;
     OP_REQUIRES_OK(ctx, table->product[BlockSizeIndex(bs_)](
                             ctx, Data<T>(x), x_map.map(), m, n_in, *groups, Data<T>(values),
-                            MutableData<T>(y), n_out_, y_map.map()));
+                            MutableData<T>(y), n_out, y_map.map()));
+    if (kLayer) AddBiasActivate(MutableData<T>(y), Data<T>(*bias), m, n_out, relu_);
   }
 
  private:
-  static constexpr char kOp[] = "BsmmForward";
+  static constexpr const char* kOp = kLayer ? "BsmmLayer" : "BsmmForward";
   int64_t bs_;
-  int64_t n_out_;
+  int64_t n_out_ = 0;
+  bool relu_ = false;
   std::vector<int64_t> heads_layout_;
   std::vector<int64_t> input_heads_layout_;
   GroupCache groups_;
@@ -187,15 +278,21 @@ class BsmmForwardOp : public OpKernel {
 // (dx, dvalues). All run the variant's backward, blocks grouped by input block-row.
 struct InputGradKind {
   static constexpr char kOp[] = "BsmmInputGrad";
-  static constexpr bool kX = false, kValues = true, kDx = true, kDvalues = false;
+  static constexpr bool kX = false, kValues = true, kDx = true, kDvalues = false, kLayer = false;
 };
 struct ValuesGradKind {
   static constexpr char kOp[] = "BsmmValuesGrad";
-  static constexpr bool kX = true, kValues = false, kDx = false, kDvalues = true;
+  static constexpr bool kX = true, kValues = false, kDx = false, kDvalues = true, kLayer = false;
 };
 struct BackwardKind {  // dy is a list: one tensor, or one [batch, heads, tokens, d] per part
   static constexpr char kOp[] = "BsmmBackward";
-  static constexpr bool kX = true, kValues = true, kDx = true, kDvalues = true;
+  static constexpr bool kX = true, kValues = true, kDx = true, kDvalues = true, kLayer = false;
+};
+// BsmmLayerBackward (x, dy, y, values, rows, cols) -> (dx, dvalues, dbias): the backward of
+// dz = dy * act'(y), after dbias = the sum of dz's rows.
+struct LayerBackwardKind {
+  static constexpr char kOp[] = "BsmmLayerBackward";
+  static constexpr bool kX = true, kValues = true, kDx = true, kDvalues = true, kLayer = true;
 };
 
 template <typename T, typename Kind>
@@ -205,7 +302,10 @@ class BsmmGradientOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
     OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
     if (!Kind::kX) OP_REQUIRES_OK(c, c->GetAttr("n_in", &n_in_attr_));
-    if (Kind::kDx && Kind::kDvalues) {
+    if (Kind::kLayer) {
+      OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
+      OP_REQUIRES_OK(c, ReluAttr(c, &relu_));
+    } else if (Kind::kDx && Kind::kDvalues) {
       OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
       OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
       OP_REQUIRES_OK(c, c->GetAttr("input_heads_layout", &input_heads_layout_));
@@ -273,6 +373,25 @@ class BsmmGradientOp : public OpKernel {
       OP_REQUIRES_OK(ctx, ctx->allocate_output(output++, TensorShape({nnz, bs_, bs_}), &out));
       dvalues = MutableData<T>(out);
     }
+    const T* dy_data = Data<T>(dy);
+    Tensor dz;
+    if (Kind::kLayer) {
+      const Tensor* y = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->input("y", &y));
+      OP_REQUIRES(ctx, y->shape() == dy.shape(),
+                  absl::InvalidArgumentError(absl::StrCat(
+                      kOp, ": dy ", dy.shape().DebugString(), " and y ", y->shape().DebugString(),
+                      " must have the same shape (BsmmLayer's output and its gradient).")));
+      if (relu_) {
+        OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DataTypeToEnum<T>::value,
+                                               dy.shape(), &dz));
+        ReluGradient(dy_data, Data<T>(*y), m * n_out, MutableData<T>(&dz));
+        dy_data = Data<T>(dz);
+      }
+      Tensor* dbias = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(output++, TensorShape({n_out}), &dbias));
+      SumRows(dy_data, m, n_out, MutableData<T>(dbias));
+    }
     if (m == 0 || nnz == 0 || n_in == 0) {
       if (dx != nullptr) std::fill_n(dx, m * n_in, T(0));
       if (dvalues != nullptr) std::fill_n(dvalues, nnz * bs_ * bs_, T(0));
@@ -282,7 +401,7 @@ class BsmmGradientOp : public OpKernel {
     OP_REQUIRES_OK(ctx, dy_map.Build(kOp, heads_layout_, m, n_out));
     if (dys.size() > 1) dy_map.OffsetParts(dys, Data<T>(dy));
     OP_REQUIRES_OK(ctx, table->backward[BlockSizeIndex(bs_)](
-                            ctx, x != nullptr ? Data<T>(*x) : nullptr, x_map.map(), Data<T>(dy),
+                            ctx, x != nullptr ? Data<T>(*x) : nullptr, x_map.map(), dy_data,
                             dy_map.map(), m, n_in, n_out, *groups,
                             values != nullptr ? Data<T>(*values) : nullptr, dx, dvalues));
   }
@@ -330,6 +449,7 @@ class BsmmGradientOp : public OpKernel {
   int64_t bs_;
   int64_t n_in_attr_ = 0;
   bool compute_dx_ = Kind::kDx;
+  bool relu_ = false;
   std::vector<int64_t> heads_layout_;
   std::vector<int64_t> input_heads_layout_;
   GroupCache groups_;
@@ -413,7 +533,13 @@ class BsmmIsaOp : public OpKernel {
 #define DYNSPARSE_REGISTER_KERNELS(T)                                                            \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmForward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),                 \
-      BsmmForwardOp<T>);                                                                         \
+      (BsmmForwardOp<T, false>));                                                                \
+  REGISTER_KERNEL_BUILDER(                                                                       \
+      Name("BsmmLayer").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),                   \
+      (BsmmForwardOp<T, true>));                                                                 \
+  REGISTER_KERNEL_BUILDER(                                                                       \
+      Name("BsmmLayerBackward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),           \
+      (BsmmGradientOp<T, LayerBackwardKind>));                                                   \
   REGISTER_KERNEL_BUILDER(                                                                       \
       Name("BsmmInputGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),               \
       (BsmmGradientOp<T, InputGradKind>));                                                       \

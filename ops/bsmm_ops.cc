@@ -4,6 +4,9 @@
 //   BsmmInputGrad   dx [M, n_in]          = dy [M, n_out] . W^T
 //   BsmmValuesGrad  dvalues [nnz, bs, bs] = (x^T . dy) at the non-zero blocks only
 //   BsmmBackward    both of the above in one op (dx optional): the gradient of BsmmForward
+//   BsmmLayer       y  [M, n_out]         = act(x . W + bias), act NONE or RELU: a whole layer
+//   BsmmLayerBackward  its gradient: dz = dy * act'(y), then dbias = sum of dz's rows and
+//                   dx, dvalues of dz as BsmmBackward, in one op
 //   BsmmDenseGrad   |x^T . dy|, [n_in, n_out] (NONE) or pooled per block [n_in/bs, n_out/bs]
 //   BsmmIsa         the instruction-set variant of the kernels in use, and the supported ones
 //
@@ -248,6 +251,92 @@ REGISTER_OP("BsmmBackward")
         "[batch, heads, tokens, head_size] tensor per part (an attention's dQ, dK, dV, not "
         "stacked). heads_layout and input_heads_layout as for BsmmForward: dy in the layout of its "
         "output, x and dx in the layout of its input.");
+
+namespace {
+
+// x [M, n_in] and bias [n_out]; gives the rows, n_in and n_out.
+absl::Status LayerInputs(InferenceContext* c, const char* op, int bias_index, int64_t bs,
+                         DimensionHandle* rows, DimensionHandle* n_in, DimensionHandle* n_out) {
+  ShapeHandle x, bias;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(bias_index), 1, &bias));
+  *rows = c->Dim(x, 0);
+  *n_in = c->Dim(x, 1);
+  TF_RETURN_IF_ERROR(c->Merge(*n_out, c->Dim(bias, 0), n_out));
+  TF_RETURN_IF_ERROR(DivisibleIfKnown(c, op, "n_in (x.shape[1])", *n_in, bs));
+  return DivisibleIfKnown(c, op, "n_out (bias.shape[0])", *n_out, bs);
+}
+
+}  // namespace
+
+REGISTER_OP("BsmmLayer")
+    .Input("x: T")
+    .Input("values: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Input("bias: T")
+    .Output("y: T")
+    .Attr("T: {float, double}")
+    .Attr("block_size: int")
+    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      constexpr char kOp[] = "BsmmLayer";
+      int64_t bs;
+      TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      DimensionHandle rows, n_in, nnz, n_out = c->UnknownDim();
+      TF_RETURN_IF_ERROR(LayerInputs(c, kOp, 4, bs, &rows, &n_in, &n_out));
+      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 1, 2, bs, &nnz));
+      c->set_output(0, c->MakeShape({rows, n_out}));
+      return absl::OkStatus();
+    })
+    .Doc(
+        "A whole sparse layer, y = act(x . W + bias) with act NONE or RELU: BsmmForward, the "
+        "bias and the activation in one op (n_out from bias's length).");
+
+REGISTER_OP("BsmmLayerBackward")
+    .Input("x: T")
+    .Input("dy: T")
+    .Input("y: T")
+    .Input("values: T")
+    .Input("rows: int32")
+    .Input("cols: int32")
+    .Output("dx: T")
+    .Output("dvalues: T")
+    .Output("dbias: T")
+    .Attr("T: {float, double}")
+    .Attr("block_size: int")
+    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .Attr("compute_dx: bool = true")
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
+      constexpr char kOp[] = "BsmmLayerBackward";
+      int64_t bs;
+      bool compute_dx;
+      TF_RETURN_IF_ERROR(BlockSizeAttr(c, kOp, &bs));
+      TF_RETURN_IF_ERROR(c->GetAttr("compute_dx", &compute_dx));
+      ShapeHandle x, dy, y;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &dy));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &y));
+      if (!c->Merge(dy, y, &dy).ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            kOp, ": dy ", c->DebugString(c->input(1)), " and y ", c->DebugString(c->input(2)),
+            " must have the same shape (BsmmLayer's output and its gradient)."));
+      }
+      DimensionHandle batch;
+      TF_RETURN_IF_ERROR(SameBatch(c, kOp, x, dy, &batch));
+      DimensionHandle nnz, n_in = c->Dim(x, 1), n_out = c->Dim(dy, 1);
+      TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 3, 4, bs, &nnz));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_in (x.shape[1])", n_in, bs));
+      TF_RETURN_IF_ERROR(DivisibleIfKnown(c, kOp, "n_out (dy.shape[1])", n_out, bs));
+      c->set_output(0, compute_dx ? x : c->MakeShape({c->MakeDim(0), n_in}));
+      c->set_output(1, c->MakeShape({nnz, bs, bs}));
+      c->set_output(2, c->Vector(n_out));
+      return absl::OkStatus();
+    })
+    .Doc(
+        "The gradient of BsmmLayer in one op: dz = dy * act'(y) (y BsmmLayer's output), "
+        "dbias = the sum of dz's rows, and dx = dz . W^T (an empty [0, n_in] without compute_dx) "
+        "and dvalues = (x^T . dz) at the non-zero blocks as BsmmBackward.");
 
 REGISTER_OP("BsmmDenseGrad")
     .Input("x: T")

@@ -482,3 +482,60 @@ def test_heads_layout_is_the_transposed_rows(
     got = [written, *tape.gradient(written, [x, values_t], output_gradients=dy)]
     for name, a, b in zip(("y", "dx", "dvalues"), got, expected, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("rows", [7, 16, 19])
+def test_layer_bias_gradient_has_tensorflows_bits(ops_library: Path, rows: int) -> None:
+    """BsmmLayer's dbias is TensorFlow's Sum over the rows bit for bit (its summation order: four
+    accumulators from 16 rows on, in whole packets of 8 columns), which a plain row-order sum is
+    not for this data: the check can tell the orders apart."""
+    rng = np.random.default_rng(rows)
+    n_in, n_out = 16, 20
+    values, block_rows, block_cols = random_pattern(rng, n_in, n_out, 4, 6)
+    x = rng.standard_normal((rows, n_in)).astype(np.float32)
+    dy = (rng.standard_normal((rows, n_out)) * 10.0 ** rng.integers(-3, 4, (rows, n_out))).astype(
+        np.float32
+    )
+    y = np.ones_like(dy)  # all positive: the ReLU passes every dY through
+    _, _, dbias = ops.loaded_ops().bsmm_layer_backward(
+        x, dy, y, values, block_rows, block_cols, block_size=4, activation="RELU"
+    )
+    reference = tf.reduce_sum(tf.constant(dy), axis=0).numpy()
+    np.testing.assert_array_equal(dbias.numpy(), reference)
+    in_row_order = np.zeros(n_out, np.float32)
+    for row in dy:
+        in_row_order += row
+    if rows >= 16:
+        assert not np.array_equal(in_row_order, reference)
+
+
+@pytest.mark.parametrize("activation", ["none", "relu"])
+def test_layer_is_the_unfused_layer(isa: str, activation: str) -> None:
+    """act(x·W + b) and its gradients from the fused op equal BsmmForward, the bias add and ReLU
+    with TensorFlow's gradients, bit for bit; rank 3 inputs keep their leading shape."""
+    rng = np.random.default_rng(3)
+    values, block_rows, block_cols = random_pattern(rng, 32, 24, 8, 5)
+    x = tf.constant(rng.standard_normal((2, 9, 32)).astype(np.float32))
+    bias = tf.constant(rng.standard_normal(24).astype(np.float32))
+    dy = tf.constant(rng.standard_normal((2, 9, 24)).astype(np.float32))
+    values_t = tf.constant(values)
+    sources = [x, values_t, bias]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(sources)
+        fused = ops.bsmm_layer(x, values_t, block_rows, block_cols, bias, activation)
+        unfused = ops.bsmm(x, values_t, block_rows, block_cols, n_out=24) + bias
+        if activation == "relu":
+            unfused = tf.nn.relu(unfused)
+    assert fused.shape == (2, 9, 24)
+    if activation == "relu":
+        assert 0 < np.count_nonzero(fused.numpy() == 0) < fused.numpy().size
+    got = [fused, *tape.gradient(fused, sources, output_gradients=dy)]
+    expected = [unfused, *tape.gradient(unfused, sources, output_gradients=dy)]
+    for name, a, b in zip(("y", "dx", "dvalues", "dbias"), got, expected, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+def test_layer_rejects_an_unknown_activation(ops_library: Path) -> None:
+    with pytest.raises(ValueError, match="unknown activation 'gelu' for a sparse layer"):
+        ops.bsmm_layer(np.ones((2, 4), np.float32), np.ones((1, 4, 4), np.float32), [0], [0],
+                       np.zeros(4, np.float32), "gelu")  # fmt: skip

@@ -50,6 +50,7 @@ def test_quick_list_covers_every_block_size_and_kind() -> None:
         "pattern_update",
         "determinism",
         "heads_layout",
+        "layer",
         "error",
     }
 

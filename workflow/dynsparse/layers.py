@@ -21,6 +21,18 @@ import tensorflow as tf
 from dynsparse import ops, rigl
 from dynsparse.blocks import POOLINGS, random_pattern
 
+# A layer's activation after its bias (SparseLinear fuses these into its native op).
+ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "none": tf.identity,
+    "relu": tf.nn.relu,
+}
+
+
+def activate(y: tf.Tensor, activation: str) -> tf.Tensor:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; use one of {sorted(ACTIVATIONS)}")
+    return y if activation == "none" else ACTIVATIONS[activation](y)
+
 
 @dataclass
 class Captured:
@@ -80,14 +92,22 @@ class SparseLinear(tf.Module):
         self.cols = tf.Variable(cols, trainable=False, name="cols", dtype=tf.int32, shape=[count])
         self.bias = tf.Variable(tf.zeros([n_out]), name="bias") if use_bias else None
 
-    def __call__(self, x: tf.Tensor, capture: list[Captured] | None = None) -> tf.Tensor:
+    def __call__(
+        self, x: tf.Tensor, capture: list[Captured] | None = None, activation: str = "none"
+    ) -> tf.Tensor:
+        """activation(x·W + b); `activation` one of ACTIVATIONS."""
         # A rank-2 input goes to the op as it is: the reshapes there and back, and their
         # gradients, are six small ops a step (~1 µs each) for nothing.
         x2 = x if x.shape.rank == 2 else tf.reshape(x, [-1, self.n_in])
-        pre_bias = ops.bsmm(x2, self.values, self.rows, self.cols, n_out=self.n_out)
-        if capture is not None:
-            capture.append(Captured(self, x2, pre_bias))
-        y = pre_bias if self.bias is None else pre_bias + self.bias
+        if capture is None and self.bias is not None:
+            # Product, bias and activation in one op each way (the same numbers).
+            y = ops.bsmm_layer(x2, self.values, self.rows, self.cols, self.bias, activation)
+        else:
+            pre_bias = ops.bsmm(x2, self.values, self.rows, self.cols, n_out=self.n_out)
+            if capture is not None:
+                capture.append(Captured(self, x2, pre_bias))
+            y = pre_bias if self.bias is None else pre_bias + self.bias
+            y = activate(y, activation)
         if x.shape.rank == 2:
             return y
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.n_out]], axis=0))
@@ -167,9 +187,12 @@ class DenseLinear(tf.Module):
         self.kernel = tf.Variable(kernel, name="kernel")
         self.bias = tf.Variable(tf.zeros([n_out]), name="bias") if use_bias else None
 
-    def __call__(self, x: tf.Tensor, capture: list[Captured] | None = None) -> tf.Tensor:
+    def __call__(
+        self, x: tf.Tensor, capture: list[Captured] | None = None, activation: str = "none"
+    ) -> tf.Tensor:
+        """activation(x·W + b) (TensorFlow's graph optimizer fuses the three on the CPU)."""
         y = tf.tensordot(x, self.kernel, axes=1) if x.shape.rank != 2 else x @ self.kernel
-        return y if self.bias is None else y + self.bias
+        return activate(y if self.bias is None else y + self.bias, activation)
 
     def heads_output(self, x: tf.Tensor, parts: int, heads: int) -> list[tf.Tensor] | None:
         """None: TensorFlow's matmul writes rows, transposed by the attention (SparseLinear)."""

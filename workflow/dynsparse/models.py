@@ -147,7 +147,7 @@ class FCModel(tf.Module):
         h = tf.cast(x, tf.float32) * (1.0 / 255.0)
         *hidden, output = self.layers
         for layer in hidden:
-            h = tf.nn.relu(layer(h, capture))
+            h = layer(h, capture, activation="relu")
             if training:
                 h = dropout(h, self.droprate, self.dropout_rng)
         return output(h, capture)

@@ -31,6 +31,8 @@ OP_NAMES = (
     "BsmmInputGrad",
     "BsmmValuesGrad",
     "BsmmBackward",
+    "BsmmLayer",
+    "BsmmLayerBackward",
     "BsmmDenseGrad",
     "BsmmIsa",
     "DynsparseApplyAdam",
@@ -38,7 +40,9 @@ OP_NAMES = (
     "DynsparseDropout",
 )
 # Ops with a gradient of their own (registered by `_register_gradients`); the rest have none.
-DIFFERENTIABLE_OPS = ("BsmmForward", "DynsparseDropout")
+DIFFERENTIABLE_OPS = ("BsmmForward", "BsmmLayer", "DynsparseDropout")
+# The activations BsmmLayer applies after its bias, by the names the Python side uses.
+LAYER_ACTIVATIONS = {"none": "NONE", "relu": "RELU"}
 # The instruction-set variants compiled into the library, narrowest first. The widest one the CPU
 # supports is used unless the environment variable ISA_ENV_VAR names another when the library is
 # loaded; `select_isa` switches later.
@@ -155,6 +159,7 @@ def _register_gradients() -> None:
 
     registrations: list[Callable[[], Any]] = [
         lambda: tf.RegisterGradient("BsmmForward")(_bsmm_forward_grad),
+        lambda: tf.RegisterGradient("BsmmLayer")(_bsmm_layer_grad),
         lambda: tf.RegisterGradient("DynsparseDropout")(_dropout_grad),
     ]
     registrations += [
@@ -206,6 +211,26 @@ def _bsmm_forward_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
     return [dx if need_dx else None, dvalues if need_dvalues else None, None, None]
 
 
+def _bsmm_layer_grad(op: Any, dy: tf.Tensor) -> list[tf.Tensor | None]:
+    """dX, dValues and dBias of act(X . W + b) from one BsmmLayerBackward (the activation's
+    gradient from the layer's output); none for rows/cols."""
+    x, values, rows, cols, _ = op.inputs
+    skip = getattr(op, "skip_input_indices", None) or ()
+    need_dx = 0 not in skip
+    dx, dvalues, dbias = loaded_ops().bsmm_layer_backward(
+        x,
+        dy,
+        op.outputs[0],
+        values,
+        rows,
+        cols,
+        block_size=op.get_attr("block_size"),
+        activation=op.get_attr("activation"),
+        compute_dx=need_dx,
+    )
+    return [dx if need_dx else None, dvalues, None, None, dbias]
+
+
 def _dropout_grad(op: Any, dy: tf.Tensor, _dmask: tf.Tensor) -> list[tf.Tensor | None]:
     """dx = dy * mask (the mask already holds the 1 / (1 - rate) scale); none for the state."""
     return [dy * op.outputs[1], None]
@@ -255,6 +280,38 @@ def bsmm(x: Any, values: Any, rows: Any, cols: Any, n_out: int) -> tf.Tensor:
     if leading is None:
         return y
     y = tf.reshape(y, tf.concat([leading, [n_out]], axis=0))
+    return tf.ensure_shape(y, x.shape[:-1].concatenate([n_out]))
+
+
+def bsmm_layer(
+    x: Any, values: Any, rows: Any, cols: Any, bias: Any, activation: str = "none"
+) -> tf.Tensor:
+    """act(x . W + bias) in one native op (its gradient one op too), for x [batch, n_in] or
+    [b, t, n_in]; `activation` one of LAYER_ACTIVATIONS. The same numbers as `bsmm`, then the bias
+    add and TensorFlow's ReLU, with three ops fewer each way."""
+    import tensorflow as tf
+
+    if activation not in LAYER_ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r} for a sparse layer; use one of "
+            f"{sorted(LAYER_ACTIVATIONS)}"
+        )
+    module = loaded_ops()
+    x = tf.convert_to_tensor(x)
+    x2, leading = _flatten_rows(x)
+    y = module.bsmm_layer(
+        x2,
+        values,
+        rows,
+        cols,
+        bias,
+        block_size=block_size_of(values),
+        activation=LAYER_ACTIVATIONS[activation],
+    )
+    if leading is None:
+        return y
+    n_out = y.shape[-1]
+    y = tf.reshape(y, tf.concat([leading, [n_out if n_out is not None else tf.shape(y)[-1]]], 0))
     return tf.ensure_shape(y, x.shape[:-1].concatenate([n_out]))
 
 

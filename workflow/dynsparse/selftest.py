@@ -482,6 +482,51 @@ def heads_layout_checks(bs: int) -> dict[str, dict[str, Any]]:
     return checks
 
 
+def layer_checks(
+    batch: tuple[int, ...], n_in: int, n_out: int, bs: int, activation: str
+) -> dict[str, dict[str, Any]]:
+    """The fused layer (`BsmmLayer`, act(x·W + b), and its one-op gradient) against the same
+    layer unfused (BsmmForward, TensorFlow's bias add and ReLU, their gradients): bitwise equal,
+    the bias gradient too (it sums dZ's rows in TensorFlow's order). ReLU zeroes about half of
+    the outputs, so the activation's gradient is exercised."""
+    rows_count = int(np.prod(batch))
+    case = MatmulCase("layer", (rows_count,), n_in, n_out, bs, density=0.3, seed=15)
+    data = case_data(case)
+    rows, cols = data["rows"], data["cols"]
+    x = tf.constant(data["x"].reshape(*batch, n_in))
+    values = tf.constant(data["values"])
+    bias = tf.constant(np.random.default_rng(16).standard_normal(n_out).astype(data["x"].dtype))
+    dy = tf.constant(data["dy"].reshape(*batch, n_out))
+    sources = [x, values, bias]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(sources)
+        fused = ops.bsmm_layer(x, values, rows, cols, bias, activation)
+        unfused = ops.bsmm(x, values, rows, cols, n_out=n_out) + bias
+        unfused = tf.nn.relu(unfused) if activation == "relu" else unfused
+    got = [fused, *tape.gradient(fused, sources, output_gradients=dy)]
+    expected = [unfused, *tape.gradient(unfused, sources, output_gradients=dy)]
+    checks = {}
+    for name, a, b in zip(("y", "dx", "dvalues", "dbias"), got, expected, strict=True):
+        error = float(np.max(np.abs(a.numpy() - b.numpy()), initial=0.0))
+        checks[name] = {
+            "passed": bool(np.array_equal(a.numpy(), b.numpy())),
+            "max_abs_error": error,
+            "error_over_tolerance": 0.0 if error == 0 else float("inf"),
+        }
+    return checks
+
+
+LAYER_CASES = {
+    # name: (batch, n_in, n_out, block size, activation)
+    "layer_fc1_relu": ((16,), 784, 320, 1, "relu"),
+    "layer_fc2": ((16,), 320, 10, 1, "none"),  # bias columns past the last packet of 8
+    "layer_bs16_relu": ((16,), 128, 64, 16, "relu"),
+    "layer_odd_rows_relu": ((19,), 24, 40, 8, "relu"),  # rows past the last multiple of 4
+    "layer_few_rows": ((7,), 32, 12, 4, "relu"),  # under 16 rows: summed in row order
+    "layer_tokens": ((4, 28), 96, 192, 8, "none"),  # rank 3, as the transformer's layers
+}
+
+
 # ---------------------------------------------------------------------------------------------
 # Error cases
 
@@ -496,6 +541,7 @@ def _ones(*shape: int) -> np.ndarray:
 
 # The defaults every error row changes one thing of: x [2, 16], two 4x4 blocks at (0,0), (1,0).
 _X, _VALUES, _ROWS, _COLS, _DY = _ones(2, 16), _ones(2, 4, 4), _i32(0, 1), _i32(0, 0), _ones(2, 8)
+_BIAS = _ones(8)
 
 
 def _forward(
@@ -532,7 +578,25 @@ def _backward(
     )  # fmt: skip
 
 
+def _layer(bias: Any = _BIAS, block_size: int = 4, **changes: Any) -> Any:
+    inputs = {"x": _X, "values": _VALUES, "rows": _ROWS, "cols": _COLS, **changes}
+    return ops.loaded_ops().bsmm_layer(
+        inputs["x"], inputs["values"], inputs["rows"], inputs["cols"], bias,
+        block_size=block_size, activation="RELU",
+    )  # fmt: skip
+
+
+def _layer_backward(y: Any = _DY, block_size: int = 4, **changes: Any) -> Any:
+    inputs = {"x": _X, "dy": _DY, "values": _VALUES, "rows": _ROWS, "cols": _COLS, **changes}
+    return ops.loaded_ops().bsmm_layer_backward(
+        inputs["x"], inputs["dy"], y, inputs["values"], inputs["rows"], inputs["cols"],
+        block_size=block_size, activation="RELU",
+    )  # fmt: skip
+
+
 _ERROR_CALLS: dict[str, Callable[..., Any]] = {
+    "layer": _layer,
+    "layer_backward": _layer_backward,
     "forward": _forward,
     "traced_forward": _traced_forward,
     "input_grad": _input_grad,
@@ -572,6 +636,12 @@ ERROR_ROWS: tuple[tuple[str, str, dict[str, Any], str, type[Exception]], ...] = 
     ("error_n_out_not_divisible", "forward", {"n_out": 10},
      "n_out = 10 is not divisible by block_size 4", _INVALID),
     ("error_x_rank", "forward", {"x": _ones(16)}, "x must have rank 2", _INVALID),
+    ("error_layer_bias_rank", "layer", {"bias": _ones(1, 8)}, "BsmmLayer: bias must have rank 1",
+     _INVALID),
+    ("error_layer_bias_width", "layer", {"bias": _ones(10)},
+     "n_out (bias.shape[0]) = 10 is not divisible by block_size 4", _INVALID),
+    ("error_layer_backward_y", "layer_backward", {"y": _ones(2, 4)},
+     "dy [2,8] and y [2,4] must have the same shape", _INVALID),
     ("error_input_grad_duplicate", "input_grad", {"rows": _i32(1, 1)},
      "BsmmInputGrad: duplicate block (row 1, col 0)", _INVALID),
     ("error_input_grad_width", "input_grad", {"dy": _ones(2, 6)},
@@ -709,6 +779,8 @@ def all_cases(quick: bool) -> list[Case]:
         cases.append(
             CheckCase(f"heads_layout_bs{bs}", "heads_layout", partial(heads_layout_checks, bs))
         )
+    for name, shape in LAYER_CASES.items():
+        cases.append(CheckCase(name, "layer", partial(layer_checks, *shape)))
     cases += error_cases()
     return cases
 
