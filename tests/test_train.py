@@ -421,6 +421,8 @@ def test_bench_training_measures_every_case(ops_library: str, tmp_path: Path) ->
     assert [row["case"] for row in rows] == ["dense", "sparse", "sparse_b4"]
     assert all(row["samples_per_second"] > 0 for row in rows)
     assert rows[0]["speedup_vs_dense"] == 1.0 and rows[1]["update_step_ms"] > 0
+    # The call-level cost beside the step time: a call with no step costs less than one with.
+    assert all(0 < row["empty_call_ms"] < row["step_ms"] * row["steps"] for row in rows)
     # Values plus Adam's two slots held by the sparse model scale with its non-zeros.
     assert rows[0]["held_floats_vs_dense"] == 1.0
     assert 0.05 < rows[1]["held_floats_vs_dense"] < 0.2
@@ -454,3 +456,20 @@ def test_bench_training_runs_one_thread_and_the_machines_cores(
     ]  # fmt: skip
     assert [row["speedup_vs_dense"] for row in rows if row["case"] == "dense"] == [1.0, 1.0]
     assert any(line.startswith("2 thread(s): fc sparse") for line in lines)
+
+
+def test_bench_cases_are_timed_in_groups_beside_their_baseline() -> None:
+    """Each case's rounds run with the cases of its own baseline only (dense beside sparse), not
+    after another model's steps."""
+    from dynsparse.bench_training import DEFAULT_CASES, comparison_groups
+
+    groups = comparison_groups(DEFAULT_CASES)
+    assert sorted(i for group in groups for i in group) == list(range(len(DEFAULT_CASES)))
+    for group in groups:
+        models = {DEFAULT_CASES[i].model for i in group}
+        baselines = {DEFAULT_CASES[i].baseline for i in group}
+        assert len(models) == 1 and len(baselines) == 1
+        (baseline,) = baselines
+        assert baseline in {DEFAULT_CASES[i].name for i in group}
+    fc_names = [DEFAULT_CASES[i].name for i in groups[0]]
+    assert fc_names == ["dense", "sparse_0.1_0.3", "sparse_0.1_0.3_b16"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ CSV_COLUMNS = (
     "threads",
     "steps",
     "step_ms",
+    "empty_call_ms",
     "samples_per_second",
     "speedup_vs_dense",
     "update_step_ms",
@@ -46,11 +47,14 @@ CSV_COLUMNS = (
     "isa",
     "rounds",
 )
-# Timed chunks per case, taken round-robin over all cases (dense beside sparse in every round),
-# each of 1/TIMING_ROUNDS of the model's bench steps; step_ms is their median. On a shared machine
-# a load burst then hits every case of a round instead of one case's only sample; seven short
-# rounds rather than three long ones, because this machine's speed drifts by tens of percent over
-# seconds (docs/performance.md).
+# Timed chunks per case, taken round-robin over the cases compared with one baseline (dense
+# beside sparse in every round), each of 1/TIMING_ROUNDS of the model's bench steps; step_ms is
+# their median. On a shared machine a load burst then hits every case of a round instead of one
+# case's only sample; seven short rounds rather than three long ones, because this machine's speed
+# drifts by tens of percent over seconds (docs/performance.md). The groups are timed one after
+# the other: a training process trains one model, while a round through every case would run the
+# small FC steps right after the transformer's and the wide layer's (tens of MB each), whose
+# traces in the caches slowed the FC steps by 5-20 % (docs/performance.md, wave 5).
 TIMING_ROUNDS = 7
 
 
@@ -107,10 +111,17 @@ class PreparedCase:
 
     def time_chunk(self) -> float:
         """Seconds per step of one compiled chunk over all of `batches`."""
+        return self.time_call(self.batches) / len(self.batches)
+
+    def time_empty_call(self) -> float:
+        """Seconds of a call of the training function with no step: its fixed cost per call."""
+        return self.time_call(self.batches[:0])
+
+    def time_call(self, batches: np.ndarray) -> float:
         start = time.perf_counter()
-        losses, _ = self.train_chunk(self.batches)
+        losses, _ = self.train_chunk(batches)
         losses.numpy()
-        return (time.perf_counter() - start) / len(self.batches)
+        return time.perf_counter() - start
 
 
 def prepare_case(
@@ -213,15 +224,22 @@ def bench_training(
         chunk_steps = max(1, (case.steps or steps[case.model]) // TIMING_ROUNDS)
         prepared.append(prepare_case(case, settings[case.model], chunk_steps))
     samples: list[list[float]] = [[] for _ in prepared]
-    for _ in range(TIMING_ROUNDS):
-        for case_samples, item in zip(samples, prepared, strict=True):
-            case_samples.append(item.time_chunk())
+    call_samples: list[list[float]] = [[] for _ in prepared]
+    for group in comparison_groups(cases):
+        for _ in range(TIMING_ROUNDS):
+            for index in group:
+                samples[index].append(prepared[index].time_chunk())
+                call_samples[index].append(prepared[index].time_empty_call())
     rows: list[dict[str, Any]] = []
-    for case, item, case_samples in zip(cases, prepared, samples, strict=True):
+    for case, item, case_samples, case_calls in zip(
+        cases, prepared, samples, call_samples, strict=True
+    ):
         row = item.row
         step_seconds = float(np.median(case_samples))
         row["steps"] = len(item.batches) * TIMING_ROUNDS
         row["step_ms"] = step_seconds * 1000
+        # The call-level cost beside the step: a call of the training function with no step.
+        row["empty_call_ms"] = float(np.median(case_calls)) * 1000
         row["samples_per_second"] = row["batch_size"] / step_seconds
         row.update(threads=threads, cpu=cpu_model(), isa=ops.kernel_isa(), rounds=TIMING_ROUNDS)
         rows.append(row)
@@ -239,6 +257,15 @@ def bench_training(
             row["held_floats"] / dense[0]["held_floats"] if dense else float("nan")
         )
     return rows
+
+
+def comparison_groups(cases: Sequence[BenchCase]) -> list[list[int]]:
+    """The indices of `cases` by (model, baseline), in order of first appearance: the cases timed
+    in rounds together, each beside the baseline it is compared with."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, case in enumerate(cases):
+        groups.setdefault((case.model, case.baseline), []).append(index)
+    return list(groups.values())
 
 
 def thread_counts(requested: int) -> list[int]:

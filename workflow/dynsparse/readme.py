@@ -158,6 +158,8 @@ TRAINING_COLUMNS = (
     Column("block_size", "block"),
     Column("batch_size", "batch"),
     Column("threads", "threads"),
+    Column("step_ms", "ms/step", _fixed(3)),
+    Column("empty_call_ms", "ms/call, no step", _fixed(2)),
     Column("samples_per_second", "samples/s", _fixed(0)),
     Column("speedup_vs_dense", "vs dense", _times),
     Column("held_floats_vs_dense", "memory vs dense", _times),
