@@ -150,8 +150,8 @@ class FCEntry(ModelEntry[FCSettings]):
     mem_mb = 3000
     minutes_per_epoch = 2
     # 7 timing rounds of 250 steps: a timed call runs as many steps as a training call does
-    # (train.CHUNK_BATCHES), so the fixed cost of a call (~0.5 ms here) weighs on a step as it
-    # does in training; 57-step rounds added ~9 µs to every step of ~75-350 µs.
+    # (train.CHUNK_BATCHES), so the fixed cost of a call (0.4-1.5 ms here) weighs on a step as it
+    # does in training; 57-step rounds added ~9-25 µs to every step of ~75-350 µs.
     bench_steps = 1750
     seconds_per_epoch = 1.3  # 17-36 s for 20 epochs
     picture_inputs = "pixels"  # the 28×28 image, the input permutation undone
