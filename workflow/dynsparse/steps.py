@@ -102,10 +102,12 @@ class StepFunctions:
             # of 4 per step (the same numbers: counts of 0/1 over the batch).
             step_logits = tf.TensorArray(tf.float32, size=n)
             for i in tf.range(n):
-                x = tf.gather(x_train, batch_indices[i])
+                # Gathers rather than `[i]`: one op each instead of a strided slice and the two
+                # packs of its bounds.
+                x = tf.gather(x_train, tf.gather(batch_indices, i))
                 with tf.GradientTape() as tape:
                     logits = model(x, training=True)
-                    loss = mean_cross_entropy(logits, labels[i])
+                    loss = mean_cross_entropy(logits, tf.gather(labels, i))
                 optimizer.apply(tape.gradient(loss, trainable))
                 losses = losses.write(i, loss)
                 step_logits = step_logits.write(i, logits)
