@@ -5,7 +5,8 @@
 
 For each case of dynsparse.bench_training.DEFAULT_CASES named: the step and its parts timed as
 variants of the same compiled loop (full step, forward + backward, forward, the loop and the batch
-gather alone), then the per-op time of the full step from the TensorFlow profiler (XPlane).
+gather alone), then the per-op time of the full step from the TensorFlow profiler (XPlane): the
+TOP (default 25) slowest ops.
 The step functions are the training's own (dynsparse.steps.StepFunctions).
 """
 
@@ -124,7 +125,7 @@ def profile(spec: str, config: dict) -> None:
     for name in variants:
         print(f"  {name:34s} {np.median(samples[name]):9.1f} us/step")
     print("  profiler, full step (us/step, includes the profiler's own overhead):")
-    for us, name in op_times(steps_fn.train_chunk, batches, steps)[:25]:
+    for us, name in op_times(steps_fn.train_chunk, batches, steps)[: int(os.environ.get("TOP", "25"))]:
         print(f"  {us:9.1f}  {name[:100]}")
 
 

@@ -13,6 +13,7 @@
 #include "bsmm_checks.h"
 #include "bsmm_dispatch.h"
 #include "bsmm_groups.h"
+#include "gelu_elements.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/types.h"
 
@@ -129,12 +130,25 @@ absl::Status InputMatrix(const char* op, const Tensor& x, const std::vector<int6
   return map->Build(op, {1, layout[0], layout[1]}, *m, *n_in);
 }
 
-// The activation of BsmmLayer: NONE or RELU.
-absl::Status ReluAttr(OpKernelConstruction* c, bool* relu) {
-  std::string activation;
-  TF_RETURN_IF_ERROR(c->GetAttr("activation", &activation));
-  *relu = activation == "RELU";
+// The activation of BsmmLayer.
+enum class Activation { kNone, kRelu, kGelu };
+
+absl::Status ActivationAttr(OpKernelConstruction* c, Activation* activation) {
+  std::string name;
+  TF_RETURN_IF_ERROR(c->GetAttr("activation", &name));
+  *activation = name == "RELU" ? Activation::kRelu
+                : name == "GELU" ? Activation::kGelu
+                                 : Activation::kNone;
   return absl::OkStatus();
+}
+
+// Runs elements(begin, end) over [0, count) in units that start at multiples of kGeluAlignment.
+template <typename Elements>
+void ParallelGelu(OpKernelContext* ctx, int64_t count, Elements elements) {
+  constexpr int64_t kUnit = 64 * kGeluAlignment;
+  ParallelUnits(ctx, (count + kUnit - 1) / kUnit, kUnit * 16, [&](int64_t begin, int64_t end) {
+    elements(begin * kUnit, std::min(count, end * kUnit));
+  });
 }
 
 // y = act(y + bias) row by row, as TensorFlow's AddV2 then Relu (max(v, 0) keeps a NaN and -0).
@@ -211,7 +225,7 @@ class BsmmForwardOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("block_size", &bs_));
     OP_REQUIRES_OK(c, CheckBlockSize(kOp, bs_));
     if (kLayer) {
-      OP_REQUIRES_OK(c, ReluAttr(c, &relu_));
+      OP_REQUIRES_OK(c, ActivationAttr(c, &activation_));
       return;
     }
     OP_REQUIRES_OK(c, c->GetAttr("n_out", &n_out_));
@@ -256,18 +270,33 @@ class BsmmForwardOp : public OpKernel {
     }
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, y_shape, &y));
+    // BsmmLayer's second output: with GELU the pre-activation z = x . W + bias (its gradient's
+    // input), else empty.
+    Tensor* z = nullptr;
+    const bool gelu = kLayer && activation_ == Activation::kGelu;
+    if (kLayer) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({gelu ? m : 0, n_out}), &z));
+    }
     if (m == 0 || n_out == 0) return;
+    T* product = MutableData<T>(gelu ? z : y);
     OP_REQUIRES_OK(ctx, table->product[BlockSizeIndex(bs_)](
                             ctx, Data<T>(x), x_map.map(), m, n_in, *groups, Data<T>(values),
-                            MutableData<T>(y), n_out, y_map.map()));
-    if (kLayer) AddBiasActivate(MutableData<T>(y), Data<T>(*bias), m, n_out, relu_);
+                            product, n_out, y_map.map()));
+    if (!kLayer) return;
+    AddBiasActivate(product, Data<T>(*bias), m, n_out, activation_ == Activation::kRelu);
+    if (gelu) {
+      T* y_data = MutableData<T>(y);
+      ParallelGelu(ctx, m * n_out, [&](int64_t begin, int64_t end) {
+        GeluElements<T>(product, y_data, begin, end);
+      });
+    }
   }
 
  private:
   static constexpr const char* kOp = kLayer ? "BsmmLayer" : "BsmmForward";
   int64_t bs_;
   int64_t n_out_ = 0;
-  bool relu_ = false;
+  Activation activation_ = Activation::kNone;
   std::vector<int64_t> heads_layout_;
   std::vector<int64_t> input_heads_layout_;
   GroupCache groups_;
@@ -304,7 +333,7 @@ class BsmmGradientOp : public OpKernel {
     if (!Kind::kX) OP_REQUIRES_OK(c, c->GetAttr("n_in", &n_in_attr_));
     if (Kind::kLayer) {
       OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
-      OP_REQUIRES_OK(c, ReluAttr(c, &relu_));
+      OP_REQUIRES_OK(c, ActivationAttr(c, &activation_));
     } else if (Kind::kDx && Kind::kDvalues) {
       OP_REQUIRES_OK(c, c->GetAttr("compute_dx", &compute_dx_));
       OP_REQUIRES_OK(c, c->GetAttr("heads_layout", &heads_layout_));
@@ -382,11 +411,19 @@ class BsmmGradientOp : public OpKernel {
                   absl::InvalidArgumentError(absl::StrCat(
                       kOp, ": dy ", dy.shape().DebugString(), " and y ", y->shape().DebugString(),
                       " must have the same shape (BsmmLayer's output and its gradient).")));
-      if (relu_) {
+      if (activation_ != Activation::kNone) {
         OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DataTypeToEnum<T>::value,
                                                dy.shape(), &dz));
-        ReluGradient(dy_data, Data<T>(*y), m * n_out, MutableData<T>(&dz));
-        dy_data = Data<T>(dz);
+        T* dz_data = MutableData<T>(&dz);
+        if (activation_ == Activation::kRelu) {
+          ReluGradient(dy_data, Data<T>(*y), m * n_out, dz_data);
+        } else {
+          const T* z_data = Data<T>(*y);
+          ParallelGelu(ctx, m * n_out, [&](int64_t begin, int64_t end) {
+            GeluGradientElements<T>(dy_data, z_data, dz_data, begin, end);
+          });
+        }
+        dy_data = dz_data;
       }
       Tensor* dbias = nullptr;
       OP_REQUIRES_OK(ctx, ctx->allocate_output(output++, TensorShape({n_out}), &dbias));
@@ -449,7 +486,7 @@ class BsmmGradientOp : public OpKernel {
   int64_t bs_;
   int64_t n_in_attr_ = 0;
   bool compute_dx_ = Kind::kDx;
-  bool relu_ = false;
+  Activation activation_ = Activation::kNone;
   std::vector<int64_t> heads_layout_;
   std::vector<int64_t> input_heads_layout_;
   GroupCache groups_;

@@ -4,8 +4,9 @@
 //   BsmmInputGrad   dx [M, n_in]          = dy [M, n_out] . W^T
 //   BsmmValuesGrad  dvalues [nnz, bs, bs] = (x^T . dy) at the non-zero blocks only
 //   BsmmBackward    both of the above in one op (dx optional): the gradient of BsmmForward
-//   BsmmLayer       y  [M, n_out]         = act(x . W + bias), act NONE or RELU: a whole layer
-//   BsmmLayerBackward  its gradient: dz = dy * act'(y), then dbias = sum of dz's rows and
+//   BsmmLayer       y  [M, n_out]         = act(x . W + bias), act NONE, RELU or GELU: a whole
+//                   layer (with GELU also z = x . W + bias, for the gradient)
+//   BsmmLayerBackward  its gradient: dz = dy * act'(y or z), then dbias = sum of dz's rows and
 //                   dx, dvalues of dz as BsmmBackward, in one op
 //   BsmmDenseGrad   |x^T . dy|, [n_in, n_out] (NONE) or pooled per block [n_in/bs, n_out/bs]
 //   BsmmIsa         the instruction-set variant of the kernels in use, and the supported ones
@@ -13,6 +14,7 @@
 // The shape functions repeat the static checks of the kernels (bsmm_checks.h) so that graph
 // construction fails early with the same messages.
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -276,9 +278,10 @@ REGISTER_OP("BsmmLayer")
     .Input("cols: int32")
     .Input("bias: T")
     .Output("y: T")
+    .Output("z: T")
     .Attr("T: {float, double}")
     .Attr("block_size: int")
-    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .Attr("activation: {'NONE', 'RELU', 'GELU'} = 'NONE'")
     .SetShapeFn([](InferenceContext* c) -> absl::Status {
       constexpr char kOp[] = "BsmmLayer";
       int64_t bs;
@@ -287,11 +290,16 @@ REGISTER_OP("BsmmLayer")
       TF_RETURN_IF_ERROR(LayerInputs(c, kOp, 4, bs, &rows, &n_in, &n_out));
       TF_RETURN_IF_ERROR(BlockInputs(c, kOp, 1, 2, bs, &nnz));
       c->set_output(0, c->MakeShape({rows, n_out}));
+      std::string activation;
+      TF_RETURN_IF_ERROR(c->GetAttr("activation", &activation));
+      c->set_output(1, c->MakeShape({activation == "GELU" ? rows : c->MakeDim(0), n_out}));
       return absl::OkStatus();
     })
     .Doc(
-        "A whole sparse layer, y = act(x . W + bias) with act NONE or RELU: BsmmForward, the "
-        "bias and the activation in one op (n_out from bias's length).");
+        "A whole sparse layer, y = act(x . W + bias) with act NONE, RELU or GELU (exact, "
+        "tf.nn.gelu's bits): BsmmForward, the bias and the activation in one op (n_out from "
+        "bias's length). z is the pre-activation x . W + bias with GELU (its gradient's input), "
+        "else an empty [0, n_out].");
 
 REGISTER_OP("BsmmLayerBackward")
     .Input("x: T")
@@ -305,7 +313,7 @@ REGISTER_OP("BsmmLayerBackward")
     .Output("dbias: T")
     .Attr("T: {float, double}")
     .Attr("block_size: int")
-    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .Attr("activation: {'NONE', 'RELU', 'GELU'} = 'NONE'")
     .Attr("compute_dx: bool = true")
     .SetShapeFn([](InferenceContext* c) -> absl::Status {
       constexpr char kOp[] = "BsmmLayerBackward";
@@ -334,7 +342,8 @@ REGISTER_OP("BsmmLayerBackward")
       return absl::OkStatus();
     })
     .Doc(
-        "The gradient of BsmmLayer in one op: dz = dy * act'(y) (y BsmmLayer's output), "
+        "The gradient of BsmmLayer in one op: dz = dy * act'(y) (y BsmmLayer's output y, or its "
+        "z with GELU), "
         "dbias = the sum of dz's rows, and dx = dz . W^T (an empty [0, n_in] without compute_dx) "
         "and dvalues = (x^T . dz) at the non-zero blocks as BsmmBackward.");
 

@@ -135,3 +135,48 @@ def test_sparse_attention_layers_use_the_heads_layout_bit_for_bit(
     names = ("y", "dx", "dvalues_qkv", "dvalues_out")
     for name, a, b in zip(names, fused, row_major, strict=True):
         assert np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize(("block_size", "density"), [(1, 0.1), (8, 0.5)])
+def test_sparse_feed_forward_gelu_is_fused_bit_for_bit(
+    ops_library: object, block_size: int, density: float
+) -> None:
+    """The transformer's first feed-forward layer with its GELU in the native op (the training
+    step) gives the values and gradients of the layer followed by tf.nn.gelu (the RigL update
+    step, which captures the pre-bias output), in graph mode as training runs both."""
+    from dynsparse import ops
+    from dynsparse.layers import SparseLinear
+
+    ops.load_ops(ops_library)
+    layer = SparseLinear(
+        96,
+        48,
+        density=density,
+        block_size=block_size,
+        pooling="NONE",
+        use_bias=True,
+        index_rng=np.random.default_rng(1),
+        value_rng=np.random.default_rng(2),
+        name="ffn1",
+    )
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(4, 28, 96)).astype(np.float32) * 3)
+    dy = tf.constant(rng.normal(size=(4, 28, 48)).astype(np.float32))
+    trainable = [x, layer.values, layer.bias]
+
+    @tf.function
+    def run(capture: bool) -> list[tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, [] if capture else None, activation="gelu")
+        return [y, *tape.gradient(y, trainable, output_gradients=dy)]
+
+    graph = run.get_concrete_function(False).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert "Erfc" not in op_types
+    layer_ops = [op for op in graph.get_operations() if op.type == "BsmmLayer"]
+    assert [op.get_attr("activation") for op in layer_ops] == [b"GELU"]
+    assert "Erfc" in {op.type for op in run.get_concrete_function(True).graph.get_operations()}
+    fused, unfused = [[t.numpy() for t in run(capture)] for capture in (False, True)]
+    for name, a, b in zip(("y", "dx", "dvalues", "dbias"), fused, unfused, strict=True):
+        assert np.array_equal(a, b), name

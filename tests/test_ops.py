@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 from dynsparse import build, ops
 from dynsparse.blocks import pool as block_pool
+from dynsparse.layers import activate
 
 
 @pytest.fixture(params=ops.ISAS)
@@ -509,33 +510,62 @@ def test_layer_bias_gradient_has_tensorflows_bits(ops_library: Path, rows: int) 
         assert not np.array_equal(in_row_order, reference)
 
 
-@pytest.mark.parametrize("activation", ["none", "relu"])
+@pytest.mark.parametrize("activation", ["none", "relu", "gelu"])
 def test_layer_is_the_unfused_layer(isa: str, activation: str) -> None:
-    """act(x·W + b) and its gradients from the fused op equal BsmmForward, the bias add and ReLU
-    with TensorFlow's gradients, bit for bit; rank 3 inputs keep their leading shape."""
+    """act(x·W + b) and its gradients from the fused op equal BsmmForward, the bias add and
+    TensorFlow's ReLU or exact GELU with TensorFlow's gradients, bit for bit, in a tf.function as
+    training runs them (Grappler rewrites GELU's gradient there); rank 3 inputs keep their
+    leading shape. The GELU inputs reach every branch of Eigen's erfc."""
     rng = np.random.default_rng(3)
     values, block_rows, block_cols = random_pattern(rng, 32, 24, 8, 5)
-    x = tf.constant(rng.standard_normal((2, 9, 32)).astype(np.float32))
+    x = rng.standard_normal((2, 9, 32)).astype(np.float32)
+    x[1] *= 4  # pre-activations past erfc's clamp too
+    x = tf.constant(x)
     bias = tf.constant(rng.standard_normal(24).astype(np.float32))
     dy = tf.constant(rng.standard_normal((2, 9, 24)).astype(np.float32))
     values_t = tf.constant(values)
     sources = [x, values_t, bias]
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(sources)
-        fused = ops.bsmm_layer(x, values_t, block_rows, block_cols, bias, activation)
-        unfused = ops.bsmm(x, values_t, block_rows, block_cols, n_out=24) + bias
-        if activation == "relu":
-            unfused = tf.nn.relu(unfused)
-    assert fused.shape == (2, 9, 24)
+
+    @tf.function
+    def both() -> tuple[list[tf.Tensor], list[tf.Tensor], tf.Tensor]:
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(sources)
+            fused = ops.bsmm_layer(x, values_t, block_rows, block_cols, bias, activation)
+            pre_activation = ops.bsmm(x, values_t, block_rows, block_cols, n_out=24) + bias
+            unfused = activate(pre_activation, activation)
+        got = [fused, *tape.gradient(fused, sources, output_gradients=dy)]
+        expected = [unfused, *tape.gradient(unfused, sources, output_gradients=dy)]
+        return got, expected, pre_activation
+
+    got, expected, pre_activation = both()
+    assert got[0].shape == (2, 9, 24)
     if activation == "relu":
-        assert 0 < np.count_nonzero(fused.numpy() == 0) < fused.numpy().size
-    got = [fused, *tape.gradient(fused, sources, output_gradients=dy)]
-    expected = [unfused, *tape.gradient(unfused, sources, output_gradients=dy)]
+        assert 0 < np.count_nonzero(got[0].numpy() == 0) < got[0].numpy().size
+    if activation == "gelu":
+        erfc_argument = np.abs(pre_activation.numpy()) / np.sqrt(2)
+        assert (erfc_argument < 1).any() and (erfc_argument > 1).any()
+        assert (erfc_argument > 11).any()  # Eigen clamps here
     for name, a, b in zip(("y", "dx", "dvalues", "dbias"), got, expected, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
 
 
+def test_layer_gelu_outputs_its_pre_activation(ops_library: Path) -> None:
+    """With GELU the op's second output is x·W + b (its gradient's input); else it is empty."""
+    rng = np.random.default_rng(4)
+    values, block_rows, block_cols = random_pattern(rng, 16, 8, 4, 4)
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    module = ops.loaded_ops()
+    _, z = module.bsmm_layer(x, values, block_rows, block_cols, bias, block_size=4,
+                             activation="GELU")  # fmt: skip
+    expected = ops.bsmm(x, values, block_rows, block_cols, n_out=8) + bias
+    np.testing.assert_array_equal(z.numpy(), expected.numpy())
+    _, empty = module.bsmm_layer(x, values, block_rows, block_cols, bias, block_size=4,
+                                 activation="RELU")  # fmt: skip
+    assert empty.shape == (0, 8)
+
+
 def test_layer_rejects_an_unknown_activation(ops_library: Path) -> None:
-    with pytest.raises(ValueError, match="unknown activation 'gelu' for a sparse layer"):
+    with pytest.raises(ValueError, match="unknown activation 'swish' for a sparse layer"):
         ops.bsmm_layer(np.ones((2, 4), np.float32), np.ones((1, 4, 4), np.float32), [0], [0],
-                       np.zeros(4, np.float32), "gelu")  # fmt: skip
+                       np.zeros(4, np.float32), "swish")  # fmt: skip

@@ -20,6 +20,12 @@ DEFAULT_CXXFLAGS = "-O3 -mavx2 -mfma"
 # TensorFlow's bundled Eigen does not compile with AVX512-FP16 enabled (-march=native or
 # -march=sapphirerapids on CPUs that have it); the ops use no FP16, so it is always turned off.
 NO_FP16_FLAG = "-mno-avx512fp16"
+# Flags of single sources, after the configured ones. gelu_elements.cc computes the fused layer's
+# GELU with Eigen's erfc and exp as TensorFlow's wheel compiles them (AVX, no FMA: TensorFlow's
+# startup message lists AVX2 and FMA among the instructions it does not use), for the same bits.
+SOURCE_FLAGS = {
+    "gelu_elements.cc": ["-mno-avx512f", "-mno-avx2", "-mno-fma", "-mavx", "-ffp-contract=off"],
+}
 # TensorFlow's own headers emit ~100 of these with g++ 12; our code has none.
 QUIET_FLAGS = ["-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-psabi"]
 
@@ -125,7 +131,8 @@ def build_ops(
     with tempfile.TemporaryDirectory(prefix=".build-", dir=output.parent) as objects_dir:
         objects = [Path(objects_dir) / f"{i}_{source.stem}.o" for i, source in enumerate(sources)]
         commands = [
-            [compiler, "-c", "-fPIC", *user_flags, str(source), "-o", str(obj)]
+            [compiler, "-c", "-fPIC", *user_flags, *SOURCE_FLAGS.get(source.name, ())]
+            + [str(source), "-o", str(obj)]
             + compile_flags
             + QUIET_FLAGS
             for source, obj in zip(sources, objects, strict=True)

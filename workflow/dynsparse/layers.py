@@ -21,10 +21,12 @@ import tensorflow as tf
 from dynsparse import ops, rigl
 from dynsparse.blocks import POOLINGS, random_pattern
 
-# A layer's activation after its bias (SparseLinear fuses these into its native op).
+# A layer's activation after its bias (SparseLinear fuses these into its native op, with the same
+# bits). GELU is the exact one (erfc), tf.nn.gelu's default.
 ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "none": tf.identity,
     "relu": tf.nn.relu,
+    "gelu": tf.nn.gelu,
 }
 
 

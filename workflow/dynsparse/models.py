@@ -342,7 +342,7 @@ class TransformerModel(tf.Module):
         q, k, v = qkv_heads(qkv_layer, attention_norm(x), self.heads, self.qkv_size, capture)
         attended = multi_head_attention(q, k, v)
         x = x + self._dropout(merged_heads_output(attention_out, attended, capture), training)
-        hidden = self._dropout(tf.nn.gelu(ffn1(ffn_norm(x), capture)), training)
+        hidden = self._dropout(ffn1(ffn_norm(x), capture, activation="gelu"), training)
         return x + self._dropout(ffn2(hidden, capture), training)
 
     def __call__(

@@ -486,9 +486,10 @@ def layer_checks(
     batch: tuple[int, ...], n_in: int, n_out: int, bs: int, activation: str
 ) -> dict[str, dict[str, Any]]:
     """The fused layer (`BsmmLayer`, act(x·W + b), and its one-op gradient) against the same
-    layer unfused (BsmmForward, TensorFlow's bias add and ReLU, their gradients): bitwise equal,
-    the bias gradient too (it sums dZ's rows in TensorFlow's order). ReLU zeroes about half of
-    the outputs, so the activation's gradient is exercised."""
+    layer unfused (BsmmForward, TensorFlow's bias add and ReLU or exact GELU, their gradients):
+    bitwise equal, the bias gradient too (it sums dZ's rows in TensorFlow's order). ReLU zeroes
+    about half of the outputs, so the activation's gradient is exercised; the GELU cases' inputs
+    reach every branch of Eigen's erfc (|z| / √2 under 1, from 1 to 11, clamped beyond)."""
     rows_count = int(np.prod(batch))
     case = MatmulCase("layer", (rows_count,), n_in, n_out, bs, density=0.3, seed=15)
     data = case_data(case)
@@ -497,14 +498,24 @@ def layer_checks(
     values = tf.constant(data["values"])
     bias = tf.constant(np.random.default_rng(16).standard_normal(n_out).astype(data["x"].dtype))
     dy = tf.constant(data["dy"].reshape(*batch, n_out))
-    sources = [x, values, bias]
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(sources)
-        fused = ops.bsmm_layer(x, values, rows, cols, bias, activation)
-        unfused = ops.bsmm(x, values, rows, cols, n_out=n_out) + bias
-        unfused = tf.nn.relu(unfused) if activation == "relu" else unfused
-    got = [fused, *tape.gradient(fused, sources, output_gradients=dy)]
-    expected = [unfused, *tape.gradient(unfused, sources, output_gradients=dy)]
+
+    # In a tf.function, as training runs it: Grappler rounds GELU's gradient otherwise than eager
+    # execution (gelu_elements.h).
+    @tf.function
+    def both() -> tuple[list[Any], list[Any]]:
+        sources = [x, values, bias]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(sources)
+            fused = ops.bsmm_layer(x, values, rows, cols, bias, activation)
+            unfused = ops.bsmm(x, values, rows, cols, n_out=n_out) + bias
+            if activation != "none":
+                unfused = {"relu": tf.nn.relu, "gelu": tf.nn.gelu}[activation](unfused)
+        return (
+            [fused, *tape.gradient(fused, sources, output_gradients=dy)],
+            [unfused, *tape.gradient(unfused, sources, output_gradients=dy)],
+        )
+
+    got, expected = both()
     checks = {}
     for name, a, b in zip(("y", "dx", "dvalues", "dbias"), got, expected, strict=True):
         error = float(np.max(np.abs(a.numpy() - b.numpy()), initial=0.0))
@@ -524,6 +535,9 @@ LAYER_CASES = {
     "layer_odd_rows_relu": ((19,), 24, 40, 8, "relu"),  # rows past the last multiple of 4
     "layer_few_rows": ((7,), 32, 12, 4, "relu"),  # under 16 rows: summed in row order
     "layer_tokens": ((4, 28), 96, 192, 8, "none"),  # rank 3, as the transformer's layers
+    "layer_ffn1_gelu": ((4, 28), 96, 48, 1, "gelu"),  # the transformer's first feed-forward layer
+    "layer_bs8_gelu": ((4, 28), 96, 48, 8, "gelu"),
+    "layer_tail_gelu": ((3,), 24, 13, 1, "gelu"),  # 39 outputs: the last 7 in Eigen's scalar path
 }
 
 
