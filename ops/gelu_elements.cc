@@ -24,7 +24,9 @@ template <typename T>
 struct GeluConstants {
   // The constants of tf.nn.gelu and of Erfc's gradient, rounded to T as TensorFlow rounds them.
   const T half = static_cast<T>(0.5);
-  const T c = static_cast<T>(0.7071067811865476);
+  // tf.nn.gelu casts the Python float 1/sqrt(2) to T through a float32 tensor: in double too,
+  // c is float32's 0.70710677.
+  const T c = static_cast<T>(static_cast<float>(0.7071067811865476));
   const T k = static_cast<T>(-1.1283791670955126);  // -2 / sqrt(pi)
   // Grappler folds c into the gradient's product with k (constant folding and the arithmetic
   // optimizer each do), in T.

@@ -510,20 +510,24 @@ def test_layer_bias_gradient_has_tensorflows_bits(ops_library: Path, rows: int) 
         assert not np.array_equal(in_row_order, reference)
 
 
-@pytest.mark.parametrize("activation", ["none", "relu", "gelu"])
-def test_layer_is_the_unfused_layer(isa: str, activation: str) -> None:
+@pytest.mark.parametrize(
+    ("activation", "dtype"),
+    [("none", np.float32), ("relu", np.float32), ("gelu", np.float32), ("gelu", np.float64)],
+)
+def test_layer_is_the_unfused_layer(isa: str, activation: str, dtype: type) -> None:
     """act(x·W + b) and its gradients from the fused op equal BsmmForward, the bias add and
     TensorFlow's ReLU or exact GELU with TensorFlow's gradients, bit for bit, in a tf.function as
     training runs them (Grappler rewrites GELU's gradient there); rank 3 inputs keep their
-    leading shape. The GELU inputs reach every branch of Eigen's erfc."""
+    leading shape. The GELU inputs reach every branch of Eigen's erfc; in double, GELU's 1/√2 is
+    the float32 constant tf.nn.gelu casts."""
     rng = np.random.default_rng(3)
     values, block_rows, block_cols = random_pattern(rng, 32, 24, 8, 5)
-    x = rng.standard_normal((2, 9, 32)).astype(np.float32)
+    x = rng.standard_normal((2, 9, 32)).astype(dtype)
     x[1] *= 4  # pre-activations past erfc's clamp too
     x = tf.constant(x)
-    bias = tf.constant(rng.standard_normal(24).astype(np.float32))
-    dy = tf.constant(rng.standard_normal((2, 9, 24)).astype(np.float32))
-    values_t = tf.constant(values)
+    bias = tf.constant(rng.standard_normal(24).astype(dtype))
+    dy = tf.constant(rng.standard_normal((2, 9, 24)).astype(dtype))
+    values_t = tf.constant(values.astype(dtype))
     sources = [x, values_t, bias]
 
     @tf.function
