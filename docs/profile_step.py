@@ -125,7 +125,8 @@ def profile(spec: str, config: dict) -> None:
     for name in variants:
         print(f"  {name:34s} {np.median(samples[name]):9.1f} us/step")
     print("  profiler, full step (us/step, includes the profiler's own overhead):")
-    for us, name in op_times(steps_fn.train_chunk, batches, steps)[: int(os.environ.get("TOP", "25"))]:
+    slowest = int(os.environ.get("TOP", "25"))
+    for us, name in op_times(steps_fn.train_chunk, batches, steps)[:slowest]:
         print(f"  {us:9.1f}  {name[:100]}")
 
 

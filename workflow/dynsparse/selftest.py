@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from dynsparse import ops
 from dynsparse.blocks import gather_blocks, pool, random_pattern
+from dynsparse.layers import activate
 
 UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
 RTOL = 1e-5
@@ -507,9 +508,7 @@ def layer_checks(
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(sources)
             fused = ops.bsmm_layer(x, values, rows, cols, bias, activation)
-            unfused = ops.bsmm(x, values, rows, cols, n_out=n_out) + bias
-            if activation != "none":
-                unfused = {"relu": tf.nn.relu, "gelu": tf.nn.gelu}[activation](unfused)
+            unfused = activate(ops.bsmm(x, values, rows, cols, n_out=n_out) + bias, activation)
         return (
             [fused, *tape.gradient(fused, sources, output_gradients=dy)],
             [unfused, *tape.gradient(unfused, sources, output_gradients=dy)],
