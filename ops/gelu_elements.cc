@@ -1,13 +1,15 @@
-// GeluElements and GeluGradientElements (gelu_elements.h). This file alone is compiled with
-// TensorFlow's own instruction set (workflow/dynsparse/build.py: -mavx, no AVX2, FMA or AVX-512,
-// no contraction), so that Eigen's packet erfc and exp below are the code TensorFlow's Erfc and Exp
-// kernels run, and the fused layer has the unfused layer's bits.
+// GeluElements and GeluGradientElements (gelu_elements.h). This file alone is compiled without FMA,
+// AVX-512 or contraction (workflow/dynsparse/build.py: -mavx2 -mno-fma), so that Eigen's packet
+// erfc and exp below, in 8-float AVX packets, round every step as TensorFlow's Erfc and Exp kernels
+// do (its wheel: AVX, no FMA), and the fused layer has the unfused layer's bits. AVX2 changes only
+// the integer vector steps of exp (exact either way), natively instead of in two SSE halves: equal
+// to TensorFlow's Erfc and Exp for every float32 input (docs/performance.md §000000).
 #include "gelu_elements.h"
 
 #include "unsupported/Eigen/SpecialFunctions"
 
-#if defined(__FMA__) || defined(__AVX2__) || defined(__AVX512F__) || !defined(__AVX__)
-#error "gelu_elements.cc must be compiled as TensorFlow's wheel is: -mavx without FMA/AVX2/AVX-512"
+#if defined(__FMA__) || defined(__AVX512F__) || !defined(__AVX2__)
+#error "gelu_elements.cc must be compiled with -mavx2 -mno-fma -mno-avx512f (build.SOURCE_FLAGS)"
 #endif
 
 namespace dynsparse {

@@ -8,8 +8,8 @@
 // (Grappler's constant folding moves c into the product with k; eager execution, without
 // Grappler, rounds the gradient otherwise: ((a dy) k) e^-u² c; the halving is exact either way),
 // each step rounded as TensorFlow's ops round it: erfc and exp are Eigen's (TensorFlow's
-// scalar_erfc_op, scalar_exp_op), compiled as TensorFlow's wheel compiles them (AVX, no FMA:
-// build.py gives gelu_elements.cc those flags whatever ops.cxxflags says), in packets from the
+// scalar_erfc_op, scalar_exp_op) in 8-float AVX packets without FMA, as in TensorFlow's wheel
+// (build.py compiles gelu_elements.cc so whatever ops.cxxflags says), in packets from the
 // first element and the scalar functions for the last size % packet elements, as Eigen's
 // executor does. Ranges must start at a multiple of kGeluAlignment elements.
 #ifndef DYNSPARSE_OPS_GELU_ELEMENTS_H_
