@@ -448,6 +448,27 @@ inline void ScatterAxpy(const T* row, T* out, int64_t stride, const int32_t* oth
 }
 
 
+// buf [g columns][rows] (g <= 16) into columns j0 .. j0 + g of the rows row_at[0 .. rows) of
+// out (addressed by `map`): 8 x 8 tile transposes, the edges one by one.
+template <typename T>
+inline void StoreColumns(const T (*buf)[BatchChunks<T>::kChunk], int g, int64_t rows,
+                         const int64_t* row_at, T* out, const MatrixMap& map, int64_t j0) {
+  const int64_t full_rows = rows / 8 * 8;
+  const int full_g = g / 8 * 8;
+  for (int64_t r = 0; r < full_rows; r += 8) {
+    const int64_t* row_offsets = row_at + r;
+    for (int jj = 0; jj < full_g; jj += 8) {
+      T* base = out + map.Col(j0 + jj);
+      Transpose8x8Rows<T>([&](int i) { return &buf[jj + i][r]; },
+                          [&](int i) { return base + row_offsets[i]; });
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    T* row = out + row_at[r];
+    for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) row[map.Col(j0 + jj)] = buf[jj][r];
+  }
+}
+
 // Output columns [col_begin, col_end) of the rows [row0, row0 + rows) of out (addressed by
 // `map`): column j is the sum over its group's entries p of weight(p) * in[:, other[p]] (weight(p)
 // as in SparseAxpy), with the chunk of `in` transposed as [width][stride] of NV vectors.
@@ -465,7 +486,6 @@ void SparseColumnsChunkOf(const T* chunk, int64_t stride, int64_t rows, const in
   const MatrixMap map = out_map;
   int64_t row_at[kMaxRows];
   for (int64_t r = 0; r < rows; ++r) row_at[r] = map.Row(row0 + r);
-  const int64_t full_rows = rows / 8 * 8;
   for (int64_t j0 = col_begin; j0 < col_end; j0 += G) {
     const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
     for (int jj = 0; jj < g; ++jj) {
@@ -474,20 +494,7 @@ void SparseColumnsChunkOf(const T* chunk, int64_t stride, int64_t rows, const in
                         order != nullptr ? order + begin : nullptr, ptr[j0 + jj + 1] - begin,
                         buf[jj]);
     }
-    // buf [g columns][rows] into out's rows: 8 x 8 tile transposes, the edges one by one.
-    const int full_g = g / 8 * 8;
-    for (int64_t r = 0; r < full_rows; r += 8) {
-      const int64_t* row_offsets = row_at + r;
-      for (int jj = 0; jj < full_g; jj += 8) {
-        T* base = out + map.Col(j0 + jj);
-        Transpose8x8Rows<T>([&](int i) { return &buf[jj + i][r]; },
-                            [&](int i) { return base + row_offsets[i]; });
-      }
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      T* row = out + row_at[r];
-      for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) row[map.Col(j0 + jj)] = buf[jj][r];
-    }
+    StoreColumns<T>(buf, g, rows, row_at, out, map, j0);
   }
 }
 
@@ -745,6 +752,106 @@ inline void GroupDotsDispatch(int nv, const T* key_rows, const T* other_rows, in
                               const int32_t* ptr, int64_t keys, const int32_t* other, T* out) {
   static constexpr auto kTable = GroupDotsTable<T>(std::make_integer_sequence<int, 8>());
   kTable[nv - 1](key_rows, other_rows, stride, ptr, keys, other, out);
+}
+
+// Both block-size-1 gradients of one chunk in one walk over the grouping by input row (rows of
+// NV > 2 vectors): for each key k (an input row) and each of its entries p,
+//   dots[p]  = <x_t[k], dy_t[other[p]]>                      as GroupDotsByKey computes it,
+//   dx[:, k] = sum_p weight[p] * dy_t[other[p]]              as SparseAxpy (NA accumulator sets),
+// dx written into its rows (addressed by `dx_map`) as SparseColumnsChunkOf writes them. Each row
+// of dy_t is loaded once for both products: as two walks, each was bound by loading those rows
+// from L2 (the QKV layer's dy_t chunk is 1536 rows of 512 bytes). The same operations in the same
+// order as the two walks, so the same bits.
+template <typename T, int NV>
+void GroupDotsAndColumnsOf(const T* x_t, const T* dy_t, int64_t stride, int64_t rows,
+                           const int32_t* ptr, int64_t keys, const int32_t* other,
+                           const T* weight, T* dots, T* dx, const MatrixMap& dx_map,
+                           int64_t row0) {
+  constexpr int L = NativeLanes<T>();
+  constexpr int NA = NV >= 8 ? 1 : (NV >= 4 ? 2 : 4);  // as SparseAxpy
+  constexpr int G = 16;
+  constexpr int64_t kMaxRows = BatchChunks<T>::kChunk;
+  using V = Vec<T, L>;
+  alignas(64) T buf[G][kMaxRows];
+  const MatrixMap map = dx_map;  // local copies, as in SparseColumnsChunkOf
+  int64_t row_at[kMaxRows];
+  for (int64_t r = 0; r < rows; ++r) row_at[r] = map.Row(row0 + r);
+  const int64_t n = ptr[keys];
+  V s[L];
+  int count = 0;
+  for (int64_t k0 = 0; k0 < keys; k0 += G) {
+    const int g = static_cast<int>(std::min<int64_t>(G, keys - k0));
+    for (int kk = 0; kk < g; ++kk) {
+      const int64_t k = k0 + kk;
+      V xr[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) xr[v] = Load<V>(x_t + k * stride + v * L);
+      V acc[NA][NV];
+#pragma GCC unroll 4
+      for (int a = 0; a < NA; ++a) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[a][v] = V{};
+      }
+      auto entry = [&](int64_t p, int a) __attribute__((always_inline)) {
+        PrefetchRows<T, NV * L>(dy_t, stride, other, p + kPrefetchAhead, n);
+        const T* y = dy_t + other[p] * stride;
+        V yv[NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) yv[v] = Load<V>(y + v * L);
+        V dot = xr[0] * yv[0];
+#pragma GCC unroll 8
+        for (int v = 1; v < NV; ++v) dot += xr[v] * yv[v];
+        const T wp = weight[p];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[a][v] += wp * yv[v];
+        s[count] = dot;
+        if (++count == L) {
+          Store(dots + p + 1 - L, TransposedSums<T, L>(s));
+          count = 0;
+        }
+      };
+      const int64_t begin = ptr[k];
+      const int64_t entries = ptr[k + 1] - begin;
+      int64_t q = 0;
+      for (; q + NA <= entries; q += NA) {
+#pragma GCC unroll 4
+        for (int a = 0; a < NA; ++a) entry(begin + q + a, a);
+      }
+      for (; q < entries; ++q) entry(begin + q, 0);
+#pragma GCC unroll 4
+      for (int a = 1; a < NA; ++a) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[0][v] += acc[a][v];
+      }
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) Store(buf[kk] + v * L, acc[0][v]);
+    }
+    StoreColumns<T>(buf, g, rows, row_at, dx, map, k0);
+  }
+  if (count > 0) {
+    // The missing products are zeros, and their sums are dropped (as in GroupDotsByKey).
+    for (int j = count; j < L; ++j) s[j] = V{};
+    const V sums = TransposedSums<T, L>(s);
+    std::memcpy(dots + n - count, &sums, count * sizeof(T));
+  }
+}
+
+template <typename T, int... NV>
+constexpr auto GroupDotsAndColumnsTable(std::integer_sequence<int, NV...>) {
+  using Fn = void (*)(const T*, const T*, int64_t, int64_t, const int32_t*, int64_t,
+                      const int32_t*, const T*, T*, T*, const MatrixMap&, int64_t);
+  return std::array<Fn, sizeof...(NV)>{&GroupDotsAndColumnsOf<T, NV + 3>...};
+}
+
+// GroupDotsAndColumnsOf for the chunk's stride / lanes vectors (3 .. 8).
+template <typename T>
+void GroupDotsAndColumns(const T* x_t, const T* dy_t, int64_t stride, int64_t rows,
+                         const int32_t* ptr, int64_t keys, const int32_t* other, const T* weight,
+                         T* dots, T* dx, const MatrixMap& dx_map, int64_t row0) {
+  static constexpr auto kTable =
+      GroupDotsAndColumnsTable<T>(std::make_integer_sequence<int, 6>());
+  const int nv = static_cast<int>(stride / NativeLanes<T>());
+  kTable[nv - 3](x_t, dy_t, stride, rows, ptr, keys, other, weight, dots, dx, dx_map, row0);
 }
 
 // ---------------------------------------------------------------------------------------------

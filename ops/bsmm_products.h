@@ -175,7 +175,8 @@ absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const MatrixMap& x_
 //   input row: out_t[j] += W[k, j] x_t[k] with x_t[k] in registers (scatter);
 // - backward, by input row: each chunk of dy is transposed once and read by both gradients, the
 //   values gradient as dot products of x_t[k] (in registers) with the rows dy_t[j] of its
-//   non-zeros, the input gradient as a gather of those rows.
+//   non-zeros, the input gradient as a gather of those rows; for chunks of more than 2 vectors
+//   both in one walk (GroupDotsAndColumns), so that each row dy_t[j] is loaded once for both.
 // A sum over the non-zeros of a column (forward) or row (input gradient) runs in group order, the
 // values gradient sums each chunk's dot products in chunk order: results depend on the pattern's
 // order and the chunk size, never on the threads.
@@ -303,10 +304,16 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const MatrixMap& 
       const int64_t stride = layout.padded(c);
       const int64_t row0 = c * kChunk;
       TransposeChunk<T>(dy, dy_map, row0, n_out, rows, stride, dy_t);
+      T* dots = dvalues != nullptr ? (c == 0 ? total : part + (c - 1) * nnz) : nullptr;
+      if (dvalues != nullptr) TransposeChunk<T>(x, x_map, row0, n_in, rows, stride, x_t);
+      if (dvalues != nullptr && dx != nullptr && stride / L > 2) {
+        GroupDotsAndColumns<T>(x_t, dy_t, stride, rows, groups.ptr.get(), n_in,
+                               groups.other.get(), weight, dots, dx, x_map, row0);
+        continue;
+      }
       if (dvalues != nullptr) {
-        TransposeChunk<T>(x, x_map, row0, n_in, rows, stride, x_t);
         GroupDotsDispatch<T>(static_cast<int>(stride / L), x_t, dy_t, stride, groups.ptr.get(),
-                             n_in, groups.other.get(), c == 0 ? total : part + (c - 1) * nnz);
+                             n_in, groups.other.get(), dots);
       }
       if (dx != nullptr) {
         SparseColumnsChunk<T>(dy_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
