@@ -348,7 +348,8 @@ struct BlockRowTail<T, B, 0> {
                   const T*, T*, const MatrixMap&, int64_t) {}
 };
 
-// Batch rows [m0, m1) of one output block of width B: row m at out + map.Row(m).
+// Batch rows [m0, m1) of one output block of width B: row m at out + map.Row(m), its input row
+// at in + (m - m0) * ld (+ the block's panel offset).
 template <typename T, int B>
 void BlockRowProduct(const T* in, int64_t panel_stride, int64_t ld, int64_t m0, int64_t m1,
                      const int32_t* blocks, const int32_t* panels, int64_t n, const T* w, T* out,
@@ -360,11 +361,12 @@ void BlockRowProduct(const T* in, int64_t panel_stride, int64_t ld, int64_t m0, 
   constexpr int R = RowTileRows<T, B>();
   int64_t m = m0;
   for (; m + R <= m1; m += R) {
-    BlockRowTile<T, B, R>(in + m * ld, panel_stride, ld, blocks, panels, n, w, out, map, m);
+    BlockRowTile<T, B, R>(in + (m - m0) * ld, panel_stride, ld, blocks, panels, n, w, out, map,
+                          m);
   }
   if (m < m1) {
-    BlockRowTail<T, B, R - 1>::Run(static_cast<int>(m1 - m), in + m * ld, panel_stride, ld,
-                                   blocks, panels, n, w, out, map, m);
+    BlockRowTail<T, B, R - 1>::Run(static_cast<int>(m1 - m), in + (m - m0) * ld, panel_stride,
+                                   ld, blocks, panels, n, w, out, map, m);
   }
 }
 
@@ -866,7 +868,9 @@ constexpr int OuterTileRows() {
   return r < 1 ? 1 : (r > 16 ? 16 : r);
 }
 
-template <typename T, int IR, int JW>
+// kAccumulate: the sums continue from out's values (one running sum per element, so a product
+// over the batch in several row ranges has the bits of one over all of it), else from zero.
+template <typename T, int IR, int JW, bool kAccumulate = false>
 inline void OuterTile(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t m_rows, T* out,
                       int64_t ldo) {
   constexpr int L = LanesFor<T, JW>();
@@ -876,7 +880,7 @@ inline void OuterTile(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t 
 #pragma GCC unroll 16
   for (int i = 0; i < IR; ++i) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = V{};
+    for (int v = 0; v < NV; ++v) acc[i][v] = kAccumulate ? Load<V>(out + i * ldo + v * L) : V{};
   }
   for (int64_t m = 0; m < m_rows; ++m) {
     V yv[NV];
@@ -897,34 +901,34 @@ inline void OuterTile(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t 
   }
 }
 
-template <typename T, int IR, int JW>
+template <typename T, int IR, int JW, bool kAccumulate = false>
 struct OuterTail {
   static void Run(int rem, const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t m_rows,
                   T* out, int64_t ldo) {
     if (rem == IR) {
-      OuterTile<T, IR, JW>(x, ldx, y, ldy, m_rows, out, ldo);
+      OuterTile<T, IR, JW, kAccumulate>(x, ldx, y, ldy, m_rows, out, ldo);
     } else {
-      OuterTail<T, IR - 1, JW>::Run(rem, x, ldx, y, ldy, m_rows, out, ldo);
+      OuterTail<T, IR - 1, JW, kAccumulate>::Run(rem, x, ldx, y, ldy, m_rows, out, ldo);
     }
   }
 };
-template <typename T, int JW>
-struct OuterTail<T, 0, JW> {
+template <typename T, int JW, bool kAccumulate>
+struct OuterTail<T, 0, JW, kAccumulate> {
   static void Run(int, const T*, int64_t, const T*, int64_t, int64_t, T*, int64_t) {}
 };
 
-// out[i, j] for i < ni, j < JW.
-template <typename T, int JW>
+// out[i, j] for i < ni, j < JW (added to out's values with kAccumulate, see OuterTile).
+template <typename T, int JW, bool kAccumulate = false>
 void OuterColumns(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t m_rows, int64_t ni,
                   T* out, int64_t ldo) {
   constexpr int IR = OuterTileRows<T, JW>();
   int64_t i = 0;
   for (; i + IR <= ni; i += IR) {
-    OuterTile<T, IR, JW>(x + i, ldx, y, ldy, m_rows, out + i * ldo, ldo);
+    OuterTile<T, IR, JW, kAccumulate>(x + i, ldx, y, ldy, m_rows, out + i * ldo, ldo);
   }
   if (i < ni) {
-    OuterTail<T, IR - 1, JW>::Run(static_cast<int>(ni - i), x + i, ldx, y, ldy, m_rows,
-                                  out + i * ldo, ldo);
+    OuterTail<T, IR - 1, JW, kAccumulate>::Run(static_cast<int>(ni - i), x + i, ldx, y, ldy,
+                                               m_rows, out + i * ldo, ldo);
   }
 }
 

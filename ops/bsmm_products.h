@@ -11,7 +11,9 @@
 //   columns, chunks outermost;
 // - forward, bs = 4: the batch-chunk layout of bs = 1 with 4 x 2 vector accumulators per output
 //   block (the panel kernel would only use 4-wide vectors);
-// - input gradient: the same kernels on dy with blocks grouped by row and values^T;
+// - input gradient: the same kernels on dy with blocks grouped by row and values^T; with dy in
+//   the heads layout (bs >= 8), both gradients a batch element at a time from that element's
+//   panels of dy in the thread's scratch (BlockBackwardFromHeads);
 // - values gradient: one unit per non-zero block ([bs, M] x [M, bs] from the two panels), in row
 //   order; bs = 1: dot products of the chunked x and dy, one unit per input row;
 // - dense gradient: one unit per 64 x 64 output tile, pooled inside the tile.
@@ -61,7 +63,7 @@ void BlockProduct(OpKernelContext* ctx, const T* panels, int64_t m, const BlockG
       const int64_t m1 = std::min(m, m0 + kRows);
       for (int64_t u = begin; u < end; ++u) {
         const int32_t p0 = groups.ptr[u];
-        BlockRowProduct<T, B>(panels, m * B, B, m0, m1, groups.order.get() + p0,
+        BlockRowProduct<T, B>(panels + m0 * B, m * B, B, m0, m1, groups.order.get() + p0,
                               groups.other.get() + p0, groups.ptr[u + 1] - p0, w,
                               out + map.Col(u * B), map);
       }
@@ -126,6 +128,102 @@ absl::Status TransposedBlocks(OpKernelContext* ctx, const T* values, int64_t nnz
   return absl::OkStatus();
 }
 
+// The rows of a matrix as runs of constant stride: row r of run (r0, r1, ld) at
+// map.Row(r0) + (r - r0) * ld. The heads layout: one run per batch element.
+struct RowRun {
+  int64_t r0, r1, ld;
+};
+
+inline std::vector<RowRun> RowRuns(const MatrixMap& map, int64_t m) {
+  std::vector<RowRun> runs;
+  for (int64_t r = 0; r < m; ++r) {
+    if (!runs.empty()) {
+      RowRun& run = runs.back();
+      const int64_t step = map.Row(r) - map.Row(r - 1);
+      if (run.r1 - run.r0 == 1 && step > 0) run.ld = step;
+      if (step == run.ld) {
+        run.r1 = r + 1;
+        continue;
+      }
+    }
+    runs.push_back({r, r + 1, 0});
+  }
+  return runs;
+}
+
+// Both gradients at block size B >= 8 with dy in the heads layout, a batch element (a run of
+// rows of constant stride) at a time: the run's rows of dy packed as panels [n_out / B, rows, B]
+// into the thread's scratch (where they stay in L2 for both products; panels of the whole of
+// dy, the QKV layer's 5.5 MB gradient, went to memory and were read back twice), then
+//   dx: the forward kernel on the run's panels, for the unit's input block-rows;
+//   dvalues: one [B, rows] x [rows, B] product per block, continued run by run (OuterColumns
+//   with kAccumulate: one running sum per element, the bits of the product over all rows at
+//   once).
+// Each thread packs every run for itself: the units split the blocks, not the rows.
+template <typename T, int B>
+absl::Status BlockBackwardFromHeads(OpKernelContext* ctx, const T* x, const MatrixMap& x_map,
+                                    const T* dy, const MatrixMap& dy_map, int64_t m,
+                                    int64_t n_in, int64_t n_out, const BlockGroups& groups,
+                                    const T* values, T* dx, T* dvalues) {
+  const std::vector<RowRun> runs = RowRuns(dy_map, m);
+  int64_t longest = 0;
+  for (const RowRun& run : runs) longest = std::max(longest, run.r1 - run.r0);
+  const int64_t nnz = groups.size();
+  const int64_t panels = n_out / B;
+  std::vector<int64_t> panel_at(panels);  // block column j's offset from a run's first row
+  for (int64_t j = 0; j < panels; ++j) panel_at[j] = dy_map.Col(j * B);
+  Tensor values_t, x_panels;
+  const T* w = nullptr;
+  if (dx != nullptr) {
+    TF_RETURN_IF_ERROR((TransposedBlocks<T, B>(ctx, values, nnz, &values_t)));
+    w = Data<T>(values_t);
+  }
+  const T* xp = nullptr;
+  if (dvalues != nullptr) {
+    TF_RETURN_IF_ERROR((Panels<T, B>(ctx, x, x_map, m, n_in, &x_panels)));
+    xp = Data<T>(x_panels);
+  }
+  const int64_t units = groups.keys();
+  const int64_t per_unit = nnz / std::max<int64_t>(units, 1);
+  const int64_t cost = m * B * (1 + per_unit * B / 2) + m * n_out / 4;
+  ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
+    T* run_panels = ThreadScratch<T>(2, panels * longest * B);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const RowRun& run = runs[i];
+      const int64_t rows = run.r1 - run.r0;
+      const T* first = dy + dy_map.Row(run.r0);
+      for (int64_t j = 0; j < panels; ++j) {
+        const T* src = first + panel_at[j];
+        T* dst = run_panels + j * rows * B;
+        for (int64_t r = 0; r < rows; ++r) {
+          std::memcpy(dst + r * B, src + r * run.ld, B * sizeof(T));
+        }
+      }
+      for (int64_t k = begin; k < end; ++k) {
+        const int32_t p0 = groups.ptr[k];
+        const int32_t p1 = groups.ptr[k + 1];
+        if (dx != nullptr) {
+          BlockRowProduct<T, B>(run_panels, rows * B, B, run.r0, run.r1, groups.order.get() + p0,
+                                groups.other.get() + p0, p1 - p0, w, dx + x_map.Col(k * B),
+                                x_map);
+        }
+        if (dvalues == nullptr) continue;
+        const T* x_rows = xp + (k * m + run.r0) * B;
+        for (int32_t p = p0; p < p1; ++p) {
+          const T* dy_rows = run_panels + groups.other[p] * rows * B;
+          T* out = dvalues + groups.order[p] * B * B;
+          if (i == 0) {
+            OuterColumns<T, B>(x_rows, B, dy_rows, B, rows, B, out, B);
+          } else {
+            OuterColumns<T, B, true>(x_rows, B, dy_rows, B, rows, B, out, B);
+          }
+        }
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
 // Both gradients at block size B > 1, `groups` by input block-row:
 //   dx [m, n_in] = dy . W^T (when dx is not null): the forward kernels on dy with values^T;
 //   dvalues [nnz, B, B] = x^T . dy at the blocks (when not null; else x may be null): one
@@ -135,6 +233,12 @@ template <typename T, int B>
 absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const MatrixMap& x_map, const T* dy,
                            const MatrixMap& dy_map, int64_t m, int64_t n_in, int64_t n_out,
                            const BlockGroups& groups, const T* values, T* dx, T* dvalues) {
+  if constexpr (B >= 8) {
+    if (dy_map.row_offsets != nullptr) {
+      return BlockBackwardFromHeads<T, B>(ctx, x, x_map, dy, dy_map, m, n_in, n_out, groups,
+                                          values, dx, dvalues);
+    }
+  }
   Tensor dy_panels, x_panels, values_t;
   const bool shared_panels = B >= 8 || dvalues != nullptr;
   if (shared_panels) TF_RETURN_IF_ERROR((Panels<T, B>(ctx, dy, dy_map, m, n_out, &dy_panels)));
