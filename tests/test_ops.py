@@ -131,6 +131,42 @@ def test_results_are_bitwise_stable(isa: str) -> None:
             np.testing.assert_array_equal(ops.bsmm(x, values, rows, cols, n_out=128).numpy(), first)
 
 
+def test_row_major_patterns_take_the_same_groups(isa: str) -> None:
+    """Blocks in strictly increasing (row, col) order (RigL's) take a shortcut through the
+    grouping; out of order, the counting sort. A row-major pattern and the same pattern with two
+    neighbours of different rows and columns swapped (out of order, the same groups) must give
+    the same bits in every product; a repeated block is still reported."""
+    rng = np.random.default_rng(21)
+    for bs, (m, n_in, n_out) in ((1, (40, 96, 160)), (8, (28, 64, 96)), (16, (5, 64, 64))):
+        nnz = (n_in // bs) * (n_out // bs) // 3
+        values, rows, cols = random_pattern(rng, n_in, n_out, bs, nnz=nnz)
+        order = np.lexsort((cols, rows))
+        values, rows, cols = values[order], rows[order], cols[order]
+        i = next(i for i in range(nnz - 1) if rows[i] != rows[i + 1] and cols[i] != cols[i + 1])
+        swap = np.arange(nnz)
+        swap[[i, i + 1]] = swap[[i + 1, i]]
+        x = tf.constant(rng.standard_normal((m, n_in)).astype(np.float32))
+        dy = tf.constant(rng.standard_normal((m, n_out)).astype(np.float32))
+        results = []
+        for perm in (np.arange(nnz), swap):
+            v, r, c = values[perm], rows[perm], cols[perm]
+            y = ops.bsmm(x, v, r, c, n_out=n_out)
+            dx, dv = ops.loaded_ops().bsmm_backward(x, [dy], v, r, c, block_size=bs)
+            dvalues = np.empty_like(dv.numpy())
+            dvalues[perm] = dv.numpy()  # in the row-major pattern's order
+            results.append([y.numpy(), dx.numpy(), dvalues])
+        for row_major, general in zip(*results, strict=True):
+            np.testing.assert_array_equal(row_major, general)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="duplicate block"):
+        ops.bsmm(
+            np.ones((2, 16), np.float32),
+            np.ones((3, 4, 4), np.float32),
+            np.array([0, 1, 1], np.int32),
+            np.array([0, 2, 2], np.int32),
+            n_out=16,
+        )
+
+
 def test_errors_name_the_problem(ops_library: Path) -> None:
     x = np.ones((2, 16), np.float32)
     values = np.ones((2, 4, 4), np.float32)
