@@ -641,6 +641,17 @@ inline Vec<T, L> TransposedSums(Vec<T, L>* s) {
   return s[0];
 }
 
+// The sums of the first `count` (< L) of a batch of L dot-product vectors into out[0 .. count):
+// the missing products are zeros, and their sums are dropped.
+template <typename T>
+inline void StoreLastSums(Vec<T, NativeLanes<T>()>* s, int count, T* out) {
+  constexpr int L = NativeLanes<T>();
+  if (count == 0) return;
+  for (int j = count; j < L; ++j) s[j] = Vec<T, L>{};
+  const Vec<T, L> sums = TransposedSums<T, L>(s);
+  std::memcpy(out, &sums, count * sizeof(T));
+}
+
 // The dot products of every entry of a grouping, out[p] = <key_rows[k], other_rows[other[p]]>
 // for the entries p of each key k (rows of NV vectors, `stride` apart). They are reduced L at a
 // time with TransposedSums, across key boundaries, so that groups of a few entries (a sparse
@@ -684,12 +695,7 @@ void GroupDotsByKey(const T* key_rows, const T* other_rows, int64_t stride, cons
       }
     }
   }
-  if (count > 0) {
-    // The missing products are zeros, and their sums are dropped.
-    for (int j = count; j < L; ++j) s[j] = V{};
-    const V sums = TransposedSums<T, L>(s);
-    std::memcpy(out + n - count, &sums, count * sizeof(T));
-  }
+  StoreLastSums<T>(s, count, out + n - count);
 }
 
 // Short rows (NV <= 2 vectors, e.g. the FC's batch of 16): L entries at a time in flat order, each
@@ -830,12 +836,7 @@ void GroupDotsAndColumnsOf(const T* x_t, const T* dy_t, int64_t stride, int64_t 
     }
     StoreColumns<T>(buf, g, rows, row_at, dx, map, k0);
   }
-  if (count > 0) {
-    // The missing products are zeros, and their sums are dropped (as in GroupDotsByKey).
-    for (int j = count; j < L; ++j) s[j] = V{};
-    const V sums = TransposedSums<T, L>(s);
-    std::memcpy(dots + n - count, &sums, count * sizeof(T));
-  }
+  StoreLastSums<T>(s, count, dots + n - count);
 }
 
 template <typename T, int... NV>
