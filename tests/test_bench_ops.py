@@ -32,6 +32,22 @@ def test_tiny_sweep_writes_csv_plot_and_table(ops_library: Path, tmp_path: Path)
     assert "fwd/dense" in table and len(table.splitlines()) == len(rows) + 4
 
 
+def test_a_variant_over_its_time_budget_stops_at_the_minimum_repeats(
+    ops_library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow baselines (tf.sparse at 2048^2) stop sampling once over budget, never below the
+    minimum; the others take every repeat."""
+    assert bench.keeps_sampling(1e9, bench.MIN_REPEATS - 1)
+    assert not bench.keeps_sampling(bench.VARIANT_SECONDS, bench.MIN_REPEATS)
+    assert bench.keeps_sampling(0.0, 100)
+    case = bench.OpBenchCase(4, 32, 16, 0.25, 1)
+    row = bench.bench_ops_case(case, repeats=bench.MIN_REPEATS + 2)
+    assert row["repeats"] == row["fewest_repeats"] == bench.MIN_REPEATS + 2
+    monkeypatch.setattr(bench, "VARIANT_SECONDS", 0.0)
+    row = bench.bench_ops_case(case, repeats=bench.MIN_REPEATS + 2)
+    assert row["repeats"] == row["fewest_repeats"] == bench.MIN_REPEATS
+
+
 def test_sweeps_contain_the_target_shapes() -> None:
     quick = bench.bench_ops_cases("quick")
     full = bench.bench_ops_cases("full")

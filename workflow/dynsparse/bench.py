@@ -1,7 +1,8 @@
 """Benchmarks. Op benchmark (`bench_ops*`): the block-sparse ops against dense `tf.matmul`
 (oneDNN, same threads), `tf.sparse.sparse_dense_matmul` and a masked dense layer
 (`tf.matmul(x, w * mask)`, as other RigL implementations run), forward alone and forward +
-backward, timed side by side in one process (warm-up, then interleaved repeats, median).
+backward, timed side by side in one process (warm-up, then interleaved repeats, median; a variant
+that has used VARIANT_SECONDS stops at MIN_REPEATS samples: `repeats`, `fewest_repeats`).
 
 Two figures per variant: `<name>_ms` is the time of one repetition inside a compiled loop of many
 (`tf.while_loop` in one `tf.function`), so Python and dispatch overhead do not hide the kernel at
@@ -105,6 +106,7 @@ BENCH_OPS_COLUMNS = [
     "targets",
     "targets_met",
     "repeats",
+    "fewest_repeats",
     "loop_reps",
     "threads",
     "isa",
@@ -261,6 +263,17 @@ def _ratio(numerator: float, denominator: float) -> float:
 # Repetitions per timed loop: enough for ~LOOP_SECONDS, within LOOP_REPS.
 LOOP_SECONDS = 0.02
 LOOP_REPS = (4, 400)
+# A variant that has taken VARIANT_SECONDS of a case's time stops once it has MIN_REPEATS samples:
+# tf.sparse at 256 x 2048^2 takes 0.15-0.5 s a repetition, 30-100x ours, and its 11 interleaved
+# samples were a third of the benchmark stage (the pipeline's critical path) for a ratio of 30x
+# against a target of 10x. Every other variant of the quick sweep stays under the budget.
+VARIANT_SECONDS = 4.0
+MIN_REPEATS = 3
+
+
+def keeps_sampling(seconds_spent: float, samples: int) -> bool:
+    """Whether a variant takes another interleaved sample (see VARIANT_SECONDS)."""
+    return samples < MIN_REPEATS or seconds_spent < VARIANT_SECONDS
 
 
 def bench_ops_case(case: OpBenchCase, repeats: int, warmup: int = 3) -> dict[str, Any]:
@@ -283,15 +296,21 @@ def bench_ops_case(case: OpBenchCase, repeats: int, warmup: int = 3) -> dict[str
         loop(2)  # trace
     call_samples: dict[str, list[float]] = {name: [] for name in compiled}
     loop_samples: dict[str, list[float]] = {name: [] for name in compiled}
+    spent = dict.fromkeys(compiled, 0.0)
     # Interleaved, so that a slow spell of a shared machine hits every variant alike.
     for repeat in range(repeats):
         for name, (call, loop) in compiled.items():
+            if not keeps_sampling(spent[name], len(loop_samples[name])):
+                continue
             start = time.perf_counter()
             call(repeat)
-            call_samples[name].append(time.perf_counter() - start)
+            call_seconds = time.perf_counter() - start
             start = time.perf_counter()
             loop(reps[name]).numpy()
-            loop_samples[name].append((time.perf_counter() - start) / reps[name])
+            loop_seconds = time.perf_counter() - start
+            call_samples[name].append(call_seconds)
+            loop_samples[name].append(loop_seconds / reps[name])
+            spent[name] += call_seconds + loop_seconds
     ms = {name: float(np.median(times)) * 1e3 for name, times in loop_samples.items()}
     call_ms = {name: float(np.median(times)) * 1e3 for name, times in call_samples.items()}
     row: dict[str, Any] = {
@@ -317,7 +336,8 @@ def bench_ops_case(case: OpBenchCase, repeats: int, warmup: int = 3) -> dict[str
         "fwdbwd_new_pattern_speedup_vs_dense_call": _ratio(
             call_ms["dense_fwdbwd"], call_ms["ours_fwdbwd_new_pattern"]
         ),
-        "repeats": repeats,
+        "repeats": max(len(samples) for samples in loop_samples.values()),
+        "fewest_repeats": min(len(samples) for samples in loop_samples.values()),
         "loop_reps": min(reps.values()),
         "threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "isa": ops.kernel_isa(),
