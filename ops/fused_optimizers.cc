@@ -35,7 +35,7 @@ using tensorflow::OpKernelConstruction;
 using tensorflow::Var;
 
 // Elements per parallel unit of an update; small variables run inline (ParallelUnits).
-constexpr int64_t kUnitElements = 4096;
+constexpr int64_t kOptimizerUnitElements = 4096;
 constexpr int64_t kCostPerElement = 8;
 
 absl::Status LookupVar(OpKernelContext* ctx, int input, const char* op, const char* what,
@@ -106,9 +106,10 @@ class LockedVars {
 };
 
 void ForElements(OpKernelContext* ctx, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t units = (n + kUnitElements - 1) / kUnitElements;
-  ParallelUnits(ctx, units, kUnitElements * kCostPerElement, [&](int64_t begin, int64_t end) {
-    fn(begin * kUnitElements, std::min(n, end * kUnitElements));
+  const int64_t units = (n + kOptimizerUnitElements - 1) / kOptimizerUnitElements;
+  const int64_t cost = kOptimizerUnitElements * kCostPerElement;
+  ParallelUnits(ctx, units, cost, [&](int64_t begin, int64_t end) {
+    fn(begin * kOptimizerUnitElements, std::min(n, end * kOptimizerUnitElements));
   });
 }
 

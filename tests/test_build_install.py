@@ -32,3 +32,24 @@ def test_the_failure_message_names_the_config_key_once() -> None:
     message = failure_message(error, "-O2 -mbad", "logs/build_ops.log")
     assert message.count("ops.cxxflags") == 1 and "'-O2 -mbad'" in message
     assert "error: bad flag" not in message  # the compiler output is in the log, once
+
+
+def test_light_sources_compile_as_one_unit_and_the_heavy_ones_alone(tmp_path: Path) -> None:
+    """The ISA variants and the sources with their own flags are units of their own; the rest,
+    each mostly TensorFlow's headers, one unity file that includes them by absolute path."""
+    from dynsparse.build import OWN_UNIT_SOURCES, SOURCE_FLAGS, compile_units
+
+    names = sorted(OWN_UNIT_SOURCES | set(SOURCE_FLAGS) | {"a_ops.cc", "b_kernels.cc"})
+    sources = [tmp_path / "ops" / name for name in names]
+    units = compile_units(sources, tmp_path)
+    by_name = {unit.name: flags for unit, flags in units}
+    assert set(by_name) == OWN_UNIT_SOURCES | set(SOURCE_FLAGS) | {"unity.cc"}
+    for name, flags in SOURCE_FLAGS.items():
+        assert by_name[name] == flags
+    assert [unit.name for unit, _ in units[: len(OWN_UNIT_SOURCES)]] == sorted(OWN_UNIT_SOURCES)
+    included = (tmp_path / "unity.cc").read_text().splitlines()
+    assert included == [f'#include "{(tmp_path / "ops" / n).resolve()}"' for n in names[:2]]
+    # One light source compiles as itself, no unity file.
+    (tmp_path / "unity.cc").unlink()
+    assert compile_units([tmp_path / "only.cc"], tmp_path) == [(tmp_path / "only.cc", [])]
+    assert not (tmp_path / "unity.cc").exists()
