@@ -138,11 +138,20 @@ def training_runtime_min(wildcards):
 
 
 def training_priority(wildcards):
-    """Longest training first: the job's rough one-core seconds (at least 1). A long transformer
-    run started last would hold one core for minutes while the other idles; this way the short
-    FC runs and then the pictures (priority 0) fill the end, and the benchmarks (-10) follow."""
-    settings = SAMPLES[(wildcards.model, wildcards.sample)].settings
-    return max(1, round(MODELS[wildcards.model].estimated_seconds(settings)))
+    """Longest training first: twice the job's rough one-core seconds (at least 1), plus one for
+    the seed the pictures show. A long transformer run started last would hold one core for
+    minutes while the other idles; this way the short FC runs fill the end, each sample's first
+    seed before its others, so that its pictures (PICTURE_PRIORITY, as soon as that seed is done)
+    are made while the other seeds train instead of after the last training, on a core or two
+    (the benchmarks, -10, need both and wait for them)."""
+    sample = SAMPLES[(wildcards.model, wildcards.sample)]
+    seconds = max(1, round(MODELS[wildcards.model].estimated_seconds(sample.settings)))
+    return 2 * seconds + (int(wildcards.seed) == sample.seeds[0])
+
+
+# Above every training (training_priority): a picture job only becomes ready when its seed's
+# training is done, and takes seconds.
+PICTURE_PRIORITY = 1_000_000_000
 
 
 def bench_outputs():

@@ -9,6 +9,7 @@ rule extract_records:
         derived=f"{SAMPLE_DIR}/extracted/derived.json",
     log:
         f"{LOGS}/extract_records/{{model}}/{{sample}}.log",
+    priority: PICTURE_PRIORITY
     conda:
         "../envs/environment.yaml"
     threads: 1
@@ -36,6 +37,7 @@ rule render_frames:
         f"{LOGS}/render_frames/{{model}}/{{sample}}.log",
     benchmark:
         f"{BENCHMARKS}/render_frames/{{model}}/{{sample}}.tsv"
+    priority: PICTURE_PRIORITY
     conda:
         "../envs/environment.yaml"
     threads: 1
@@ -66,6 +68,7 @@ rule assemble_gif:
         ),
     log:
         f"{LOGS}/assemble_gif/{{model}}/{{sample}}.log",
+    priority: PICTURE_PRIORITY
     localrule: True
     conda:
         "../envs/environment.yaml"
