@@ -33,7 +33,7 @@ SOURCE_FLAGS = {
 # 20-30 s each, which the two build jobs compile side by side. Every other source without
 # SOURCE_FLAGS joins one "unity" unit (a generated file that #includes them): each spent ~8 s of
 # its ~9 s parsing TensorFlow's headers, so five units took ~40 s and one takes ~13 s, and the
-# build (2 jobs) ~50 -> ~35 s. They therefore share one namespace: a name at file scope, even in
+# build (2 jobs) ~50 -> ~38 s. They therefore share one namespace: a name at file scope, even in
 # an anonymous namespace, must not repeat across them (a repeat is a compile error, never silent).
 OWN_UNIT_SOURCES = frozenset({"bsmm_avx2.cc", "bsmm_avx512.cc"})
 UNITY_NAME = "unity.cc"

@@ -73,8 +73,8 @@ def import_tensorflow() -> ModuleType:
     try:
         import tensorflow as tf
     finally:
-        if skip_keras and sys.modules.get(KERAS_EAGER_MODULE, 0) is None:
-            del sys.modules[KERAS_EAGER_MODULE]
+        if skip_keras:
+            sys.modules.pop(KERAS_EAGER_MODULE, None)  # the None entry: nothing could replace it
         if enabled:
             gc.enable()
     gc.freeze()
