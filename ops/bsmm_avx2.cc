@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <utility>
 
 #include "bsmm_dispatch.h"
@@ -20,6 +22,7 @@
 #define DYNSPARSE_VEC_BYTES 32
 #define DYNSPARSE_VEC_REGS 16
 #include "fused_dropout_elements.h"
+#include "fused_softmax_elements.h"
 #include "bsmm_products.h"
 
 #pragma GCC pop_options

@@ -64,6 +64,11 @@ struct KernelTable {
   // DynsparseDropout's elements [begin, end) (fused_dropout_elements.h); float whatever T is.
   void (*dropout)(const DropoutParams& p, const float* x, float* y, float* mask, int64_t begin,
                   int64_t end);
+  // DynsparseScaledSoftmax and its gradient over rows [begin, end) of n elements
+  // (fused_softmax_elements.h); float whatever T is.
+  void (*softmax)(const float* x, float* y, int64_t n, float scale, int64_t begin, int64_t end);
+  void (*softmax_grad)(const float* y, const float* dy, float* dx, int64_t n, float scale,
+                       int64_t begin, int64_t end);
 };
 
 namespace avx2 {

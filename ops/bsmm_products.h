@@ -525,6 +525,8 @@ const KernelTable<T>& Table() {
       {&ElementBackward<T>, &BlockBackward<T, 4>, &BlockBackward<T, 8>, &BlockBackward<T, 16>},
       &DenseGrad<T>,
       &dropout::Elements,
+      &softmax::Rows,
+      &softmax::GradientRows,
   };
   return table;
 }

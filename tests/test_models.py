@@ -1,4 +1,5 @@
-"""The transformer's attention core against the formulation it replaced, bit for bit."""
+"""The transformer's attention core against the formulations it replaced: bit for bit against the
+split-then-transpose data movement, within float rounding against TensorFlow's softmax."""
 
 from __future__ import annotations
 
@@ -8,17 +9,32 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import tensorflow as tf
+from dynsparse import ops
 from dynsparse.models import merged_heads_output, multi_head_attention, qkv_heads
 
 
 def split_then_transpose_attention(
     qkv: tf.Tensor, tokens: int, heads: int, head_size: int
 ) -> tf.Tensor:
-    """The attention core as first written: split the last axis, transpose each part."""
+    """The attention core's data movement as first written: split the last axis, transpose each
+    part (with today's scaled softmax op)."""
     batch = tf.shape(qkv)[0]
     q, k, v = (
         tf.transpose(tf.reshape(part, [batch, tokens, heads, head_size]), [0, 2, 1, 3])
         for part in tf.split(qkv, 3, axis=-1)
+    )
+    weights = ops.scaled_softmax(tf.matmul(q, k, transpose_b=True), 1.0 / math.sqrt(head_size))
+    attended = tf.matmul(weights, v)
+    return tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch, tokens, heads * head_size])
+
+
+def tensorflow_softmax_attention(
+    qkv: tf.Tensor, tokens: int, heads: int, head_size: int
+) -> tf.Tensor:
+    """The attention with TensorFlow's softmax of the scaled scores, as before the native op."""
+    batch = tf.shape(qkv)[0]
+    q, k, v = tf.unstack(
+        tf.transpose(tf.reshape(qkv, [batch, tokens, 3, heads, head_size]), [2, 0, 3, 1, 4])
     )
     scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(head_size))
     attended = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
@@ -70,7 +86,7 @@ def values_and_gradient(
     ("batch", "tokens", "heads", "head_size"), [(1, 3, 1, 4), (5, 7, 2, 8), (32, 28, 16, 32)]
 )
 def test_attention_is_bitwise_the_split_formulation(
-    batch: int, tokens: int, heads: int, head_size: int
+    ops_library: object, batch: int, tokens: int, heads: int, head_size: int
 ) -> None:
     """Values and gradient equal the split-then-transpose formulation's, so training results did
     not change with the cheaper data movement."""
@@ -82,6 +98,24 @@ def test_attention_is_bitwise_the_split_formulation(
     expected_y, expected_dqkv = values_and_gradient(split_then_transpose_attention, qkv, dy, shape)
     assert np.array_equal(y, expected_y)
     assert np.array_equal(dqkv, expected_dqkv)
+
+
+@pytest.mark.parametrize(
+    ("batch", "tokens", "heads", "head_size"), [(1, 3, 1, 4), (5, 7, 2, 8), (32, 28, 16, 32)]
+)
+def test_attention_agrees_with_tensorflows_softmax(
+    ops_library: object, batch: int, tokens: int, heads: int, head_size: int
+) -> None:
+    """The native scaled softmax changes the attention's values and gradient only by float
+    rounding (its exp and its sums' order), against TensorFlow's ops."""
+    rng = np.random.default_rng(batch + 7)
+    qkv = rng.normal(size=(batch, tokens, 3 * heads * head_size)).astype(np.float32)
+    dy = rng.normal(size=(batch, tokens, heads * head_size)).astype(np.float32)
+    shape = (tokens, heads, head_size)
+    y, dqkv = values_and_gradient(transpose_then_unstack_attention, qkv, dy, shape)
+    expected_y, expected_dqkv = values_and_gradient(tensorflow_softmax_attention, qkv, dy, shape)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dqkv, expected_dqkv, rtol=1e-4, atol=2e-5)
 
 
 @pytest.mark.parametrize(("block_size", "density"), [(1, 0.1), (8, 0.5), (16, 0.5)])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from dynsparse import build, ops
+from dynsparse import build, ops, selftest
 from dynsparse.blocks import pool as block_pool
 from dynsparse.layers import activate
 
@@ -370,8 +370,8 @@ def test_on_each_isa_runs_once_per_supported_variant(ops_library: Path) -> None:
 # Registers and mnemonics that only AVX-512 (EVEX) code uses.
 AVX512_ONLY = re.compile(
     r"zmm|%k[1-7]|[xy]mm(1[6-9]|2[0-9]|3[01])\b|\{1to|vpermt2|vpermi2|vpternlog|vpcompress|"
-    r"vexpand|vrndscale|v(insert|extract|broadcast|shuf)[fi](32|64)x|kmov|vpmov[qd][bwd]"
-)
+    r"vexpand|vrndscale|v(insert|extract|broadcast|shuf)[fi](32|64)x|\bkmov|vpmov[qd][bwd]"
+)  # \bkmov: AVX's vmaskmovps (the softmax's masked rows under AVX2) is not AVX-512's kmov
 
 
 def test_avx512_code_only_in_the_avx512_variant(ops_library: Path) -> None:
@@ -443,6 +443,102 @@ def test_dropout_gradient_is_the_mask(ops_library: Path) -> None:
 def test_dropout_rejects_a_rate_of_one(ops_library: Path) -> None:
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"rate must be in \[0, 1\)"):
         ops.dropout(tf.ones((2, 2)), 1.0, tf.random.Generator.from_seed(0))
+
+
+# --- fused scaled softmax ------------------------------------------------------------------------
+
+
+def test_scaled_softmax_passes_the_selftest_checks(isa: str) -> None:
+    """Forward and gradient against tf.nn.softmax in float64 on every variant (the self-test's
+    shapes: the attention's rows of 28, partial vectors, long rows, -inf entries)."""
+    checks = selftest.softmax_checks()
+    assert len(checks) == 2 * len(selftest.SOFTMAX_SHAPES)
+    failed = {name: check for name, check in checks.items() if not check["passed"]}
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("n", [5, 28, 70])
+def test_scaled_softmax_row_is_the_same_wherever_it_is(isa: str, n: int) -> None:
+    """Rows go four at a time and the rest one by one: a row's bits must not depend on which,
+    nor on the threads' split (the result must not depend on the threads)."""
+    x = np.random.default_rng(n).standard_normal((23, n)).astype(np.float32) * 4
+    dy = np.random.default_rng(n + 1).standard_normal((23, n)).astype(np.float32)
+    module = ops.loaded_ops()
+    whole = ops.scaled_softmax(x, 0.5).numpy()
+    whole_dx = module.dynsparse_scaled_softmax_grad(whole, dy, scale=0.5).numpy()
+    for start in (1, 2, 3, 22):
+        part = ops.scaled_softmax(x[start:], 0.5).numpy()
+        np.testing.assert_array_equal(part, whole[start:])
+        part_dx = module.dynsparse_scaled_softmax_grad(whole[start:], dy[start:], scale=0.5)
+        np.testing.assert_array_equal(part_dx.numpy(), whole_dx[start:])
+
+
+def test_scaled_softmax_gradient_is_registered(ops_library: Path) -> None:
+    x = tf.constant(np.random.default_rng(3).standard_normal((4, 28)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = ops.scaled_softmax(x, 0.25)
+        loss = tf.reduce_sum(y * tf.range(28, dtype=tf.float32))
+    grad = tape.gradient(loss, x).numpy()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.nn.softmax(x * 0.25) * tf.range(28, dtype=tf.float32))
+    np.testing.assert_allclose(grad, tape.gradient(loss, x).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_scaled_softmax_rejects_a_bad_scale(ops_library: Path) -> None:
+    with pytest.raises(tf.errors.InvalidArgumentError, match="scale must be a finite number > 0"):
+        ops.scaled_softmax(tf.ones((2, 3)), -1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="y and dy must have one shape"):
+        ops.loaded_ops().dynsparse_scaled_softmax_grad(tf.ones((2, 3)), tf.ones((2, 4)))
+
+
+# --- fused group norm ---------------------------------------------------------------------------
+
+
+def test_group_norm_passes_the_selftest_checks(ops_library: Path) -> None:
+    """y, dx, dgamma, dbeta against TensorFlow's ops in float64 (the transformer's activations,
+    its positional table, odd widths, four axes)."""
+    checks = selftest.group_norm_checks()
+    assert len(checks) == 4 * len(selftest.GROUP_NORM_SHAPES)
+    failed = {name: check for name, check in checks.items() if not check["passed"]}
+    assert not failed, failed
+
+
+def test_group_norm_example_is_the_same_wherever_it_is(ops_library: Path) -> None:
+    """An example's outputs do not depend on the other examples (units of the thread pool), and
+    dgamma, dbeta are the examples' parts summed in their order."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(9, 28, 96)).astype(np.float32)
+    dy = rng.normal(size=(9, 28, 96)).astype(np.float32)
+    gamma, beta = rng.normal(size=96).astype(np.float32), rng.normal(size=96).astype(np.float32)
+    module = ops.loaded_ops()
+    y, mean, rstd = module.dynsparse_group_norm(x, gamma, beta, epsilon=1e-6)
+    y_tail, _, _ = module.dynsparse_group_norm(x[3:], gamma, beta, epsilon=1e-6)
+    np.testing.assert_array_equal(y_tail.numpy(), y.numpy()[3:])
+    dx, dgamma, dbeta = module.dynsparse_group_norm_grad(dy, x, gamma, mean, rstd)
+    dx_tail, _, _ = module.dynsparse_group_norm_grad(dy[3:], x[3:], gamma, mean[3:], rstd[3:])
+    np.testing.assert_array_equal(dx_tail.numpy(), dx.numpy()[3:])
+    parts = [module.dynsparse_group_norm_grad(dy[e:e + 1], x[e:e + 1], gamma, mean[e:e + 1],
+                                              rstd[e:e + 1])[1:] for e in range(9)]  # fmt: skip
+    summed_gamma, summed_beta = np.zeros(96, np.float32), np.zeros(96, np.float32)
+    for part_gamma, part_beta in parts:
+        summed_gamma += part_gamma.numpy()
+        summed_beta += part_beta.numpy()
+    np.testing.assert_array_equal(dgamma.numpy(), summed_gamma)
+    np.testing.assert_array_equal(dbeta.numpy(), summed_beta)
+
+
+def test_group_norm_gradient_reaches_the_variables(ops_library: Path) -> None:
+    from dynsparse.models import GroupNorm1
+
+    norm = GroupNorm1(8, "norm")
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, 5, 8)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(norm(x) * tf.range(8, dtype=tf.float32))
+    dgamma, dbeta = tape.gradient(loss, [norm.gamma, norm.beta])
+    np.testing.assert_allclose(dbeta.numpy(), 15.0 * np.arange(8), rtol=1e-6)
+    assert np.all(np.isfinite(dgamma.numpy())) and np.any(dgamma.numpy() != 0)
 
 
 SPLITMIX_GOLDEN = np.uint64(0x9E3779B97F4A7C15)

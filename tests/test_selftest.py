@@ -51,6 +51,8 @@ def test_quick_list_covers_every_block_size_and_kind() -> None:
         "determinism",
         "heads_layout",
         "layer",
+        "softmax",
+        "group_norm",
         "error",
     }
 

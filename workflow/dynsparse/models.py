@@ -177,9 +177,9 @@ class GroupNorm1(tf.Module):
         self.epsilon = epsilon
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        axes = list(range(1, x.shape.rank))
-        mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
-        return (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+        # One native op each way, in the dense model as in the sparse ones (TensorFlow's moments,
+        # normalisation and their gradient are ~35 small ops).
+        return ops.group_norm(x, self.gamma, self.beta, self.epsilon)
 
 
 def qkv_heads(
@@ -207,9 +207,14 @@ def qkv_heads(
 
 
 def multi_head_attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
-    """softmax(Q Kᵀ / √d) V per head, for Q, K, V [B, heads, T, d]; returns [B, heads, T, d]."""
-    scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(int(q.shape[-1])))
-    return tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+    """softmax(Q Kᵀ / √d) V per head, for Q, K, V [B, heads, T, d]; returns [B, heads, T, d].
+
+    The scaled softmax is one native op (and its gradient one more) in the dense model as in the
+    sparse ones; the products are TensorFlow's (oneDNN) batch matmuls.
+    """
+    scores = tf.matmul(q, k, transpose_b=True)
+    weights = ops.scaled_softmax(scores, 1.0 / math.sqrt(int(q.shape[-1])))
+    return tf.matmul(weights, v)
 
 
 def merged_heads_output(

@@ -38,9 +38,19 @@ OP_NAMES = (
     "DynsparseApplyAdam",
     "DynsparseApplyMomentum",
     "DynsparseDropout",
+    "DynsparseScaledSoftmax",
+    "DynsparseScaledSoftmaxGrad",
+    "DynsparseGroupNorm",
+    "DynsparseGroupNormGrad",
 )
 # Ops with a gradient of their own (registered by `_register_gradients`); the rest have none.
-DIFFERENTIABLE_OPS = ("BsmmForward", "BsmmLayer", "DynsparseDropout")
+DIFFERENTIABLE_OPS = (
+    "BsmmForward",
+    "BsmmLayer",
+    "DynsparseDropout",
+    "DynsparseScaledSoftmax",
+    "DynsparseGroupNorm",
+)
 # The activations BsmmLayer applies after its bias, by the names the Python side uses.
 LAYER_ACTIVATIONS = {"none": "NONE", "relu": "RELU", "gelu": "GELU"}
 # The instruction-set variants compiled into the library, narrowest first. The widest one the CPU
@@ -161,6 +171,8 @@ def _register_gradients() -> None:
         lambda: tf.RegisterGradient("BsmmForward")(_bsmm_forward_grad),
         lambda: tf.RegisterGradient("BsmmLayer")(_bsmm_layer_grad),
         lambda: tf.RegisterGradient("DynsparseDropout")(_dropout_grad),
+        lambda: tf.RegisterGradient("DynsparseScaledSoftmax")(_scaled_softmax_grad),
+        lambda: tf.RegisterGradient("DynsparseGroupNorm")(_group_norm_grad),
     ]
     registrations += [
         functools.partial(tf.no_gradient, name)
@@ -246,6 +258,36 @@ def dropout(x: Any, rate: float, generator: Any) -> tf.Tensor:
     any thread count, but not the stream of `generator.uniform`.
     """
     y, _ = loaded_ops().dynsparse_dropout(x, generator.state.handle, rate=float(rate))
+    return y
+
+
+def _scaled_softmax_grad(op: Any, dy: tf.Tensor) -> tf.Tensor:
+    """dx = scale * y * (dy - sum(dy * y)) over the last axis, in one op."""
+    return loaded_ops().dynsparse_scaled_softmax_grad(op.outputs[0], dy, scale=op.get_attr("scale"))
+
+
+def scaled_softmax(x: Any, scale: float) -> tf.Tensor:
+    """softmax(scale * x) over the last axis in one native op (scale > 0), its gradient in one
+    more: what tf.nn.softmax(x * scale) computes in two ops forward and five backward, to within
+    a few float roundings (an exp of Cephes' accuracy, sums in vector order)."""
+    return loaded_ops().dynsparse_scaled_softmax(x, scale=float(scale))
+
+
+def _group_norm_grad(
+    op: Any, dy: tf.Tensor, _dmean: tf.Tensor, _drstd: tf.Tensor
+) -> list[tf.Tensor]:
+    """dx, dgamma, dbeta in one op, from the forward's per-example mean and 1/std."""
+    x, gamma, _ = op.inputs
+    _, mean, rstd = op.outputs
+    dx, dgamma, dbeta = loaded_ops().dynsparse_group_norm_grad(dy, x, gamma, mean, rstd)
+    return [dx, dgamma, dbeta]
+
+
+def group_norm(x: Any, gamma: Any, beta: Any, epsilon: float) -> tf.Tensor:
+    """GroupNorm with one group in one native op: per example (first axis) the mean and variance
+    over all its other elements, then (x - mean) / sqrt(variance + epsilon) * gamma + beta, gamma
+    and beta over the last axis; the gradient in one more op."""
+    y, _, _ = loaded_ops().dynsparse_group_norm(x, gamma, beta, epsilon=float(epsilon))
     return y
 
 

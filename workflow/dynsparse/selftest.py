@@ -483,6 +483,105 @@ def heads_layout_checks(bs: int) -> dict[str, dict[str, Any]]:
     return checks
 
 
+# Rows of the attention (28), of one vector and a part (7, 16, 33 with AVX-512's 16 lanes and
+# AVX2's 8), longer than the rows held in registers (70), and rows of one element.
+SOFTMAX_SHAPES = ((2, 3, 28, 28), (5, 7), (6, 16), (9, 33), (3, 70), (4, 1))
+# exp within 2 ulp, a sum of at most 70 terms, a division and a multiply, each rounded once.
+SOFTMAX_RTOL = 2e-6
+
+
+def softmax_checks() -> dict[str, dict[str, Any]]:
+    """DynsparseScaledSoftmax and its registered gradient against tf.nn.softmax in float64, for
+    scores up to +-40 before the scale (exps down to the underflow) and -inf entries."""
+    checks = {}
+    scale = 1.0 / np.sqrt(32.0)
+    for shape in SOFTMAX_SHAPES:
+        rng = np.random.default_rng(shape[-1])
+        x = (rng.standard_normal(shape) * 10.0).astype(np.float32)
+        x.reshape(-1, shape[-1])[::3, 0] = 40.0 * np.sign(x.reshape(-1, shape[-1])[::3, 0])
+        if shape[-1] > 1:
+            x.reshape(-1, shape[-1])[1::4, -1] = -np.inf
+        dy = rng.standard_normal(shape).astype(np.float32)
+        x_t, dy_t = tf.constant(x), tf.constant(dy)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x_t)
+            y = ops.scaled_softmax(x_t, scale)
+            reference = tf.nn.softmax(tf.cast(x_t, tf.float64) * scale, axis=-1)
+        dx = tape.gradient(y, x_t, output_gradients=dy_t)
+        dx_reference = tape.gradient(reference, x_t, output_gradients=tf.cast(dy_t, tf.float64))
+        n = shape[-1]
+        y_ref = reference.numpy()
+        # dx = scale * y * (dy - <dy, y>): relative to the magnitudes that meet in it.
+        magnitude = scale * y_ref * (np.abs(dy) + np.sum(np.abs(dy) * y_ref, -1, keepdims=True))
+        label = "x".join(map(str, shape))
+        checks[f"y_{label}"] = compare(y.numpy(), y_ref, SOFTMAX_RTOL * y_ref + 1e-30)
+        checks[f"dx_{label}"] = compare(
+            dx.numpy(), dx_reference.numpy(), ATOL * 1e-3 + 4 * gamma(n + 4, np.float32) * magnitude
+        )
+    return checks
+
+
+# The transformer's activations and its positional table, odd widths, and more axes.
+GROUP_NORM_SHAPES = ((32, 28, 96), (28, 28), (3, 5), (2, 3, 4, 7))
+
+
+def reference_group_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
+    """GroupNorm1 in TensorFlow's ops (as models.py had it before the native op)."""
+    mean, variance = tf.nn.moments(x, axes=list(range(1, x.shape.rank)), keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + 1e-6) * gamma + beta
+
+
+def group_norm_magnitudes(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, dy: np.ndarray
+) -> list[np.ndarray]:
+    """The sums of absolute terms behind y, dx, dgamma and dbeta (their rounding scales)."""
+    rows = x.astype(np.float64).reshape(x.shape[0], -1)
+    mean = rows.mean(1, keepdims=True)
+    rstd = 1.0 / np.sqrt(rows.var(1, keepdims=True) + 1e-6)
+    xhat = ((rows - mean) * rstd).reshape(x.shape)
+    g = np.abs(dy * gamma).reshape(rows.shape)
+    gx = (g * np.abs(xhat).reshape(rows.shape)).mean(1, keepdims=True)
+    dx = rstd * (g + g.mean(1, keepdims=True) + np.abs(xhat).reshape(rows.shape) * gx)
+    features = tuple(range(x.ndim - 1))
+    return [
+        np.abs(xhat * gamma) + np.abs(beta),
+        dx.reshape(x.shape),
+        np.sum(np.abs(dy * xhat), axis=features),
+        np.sum(np.abs(dy), axis=features),
+    ]
+
+
+def group_norm_checks() -> dict[str, dict[str, Any]]:
+    """DynsparseGroupNorm and its registered gradient (dx, dgamma, dbeta) against TensorFlow's
+    ops in float64, within the rounding of sums over an example's elements."""
+    checks = {}
+    for shape in GROUP_NORM_SHAPES:
+        rng = np.random.default_rng(sum(shape))
+        x = (rng.standard_normal(shape) * 3.0 + 1.0).astype(np.float32)
+        gamma = rng.standard_normal(shape[-1]).astype(np.float32)
+        beta = rng.standard_normal(shape[-1]).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        ours_in = [tf.constant(a) for a in (x, gamma, beta)]
+        reference_in = [tf.constant(a.astype(np.float64)) for a in (x, gamma, beta)]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(ours_in + reference_in)
+            y = ops.group_norm(ours_in[0], ours_in[1], ours_in[2], 1e-6)
+            reference = reference_group_norm(reference_in[0], reference_in[1], reference_in[2])
+        got = [y, *tape.gradient(y, ours_in, output_gradients=tf.constant(dy))]
+        expected = [
+            reference,
+            *tape.gradient(reference, reference_in, output_gradients=tf.constant(dy, tf.float64)),
+        ]
+        magnitudes = group_norm_magnitudes(x, gamma, beta, dy)
+        m = int(np.prod(shape[1:]))
+        label = "x".join(map(str, shape))
+        outputs = zip(("y", "dx", "dgamma", "dbeta"), got, expected, magnitudes, strict=True)
+        for name, ours, exact, magnitude in outputs:
+            tolerance = elementwise_tolerance(exact.numpy(), magnitude, 2 * m, exact=False)
+            checks[f"{name}_{label}"] = compare(ours.numpy(), exact.numpy(), tolerance)
+    return checks
+
+
 def layer_checks(
     batch: tuple[int, ...], n_in: int, n_out: int, bs: int, activation: str
 ) -> dict[str, dict[str, Any]]:
@@ -607,7 +706,19 @@ def _layer_backward(y: Any = _DY, block_size: int = 4, **changes: Any) -> Any:
     )  # fmt: skip
 
 
+def _softmax(scale: float = 0.0) -> Any:
+    return ops.scaled_softmax(_ones(2, 3), scale)
+
+
+def _group_norm(x: Any = None, gamma: Any = None, epsilon: float = 1e-6) -> Any:
+    x = _ones(2, 3) if x is None else x
+    gamma = _ones(3) if gamma is None else gamma
+    return ops.group_norm(x, gamma, gamma, epsilon)
+
+
 _ERROR_CALLS: dict[str, Callable[..., Any]] = {
+    "softmax": _softmax,
+    "group_norm": _group_norm,
     "layer": _layer,
     "layer_backward": _layer_backward,
     "forward": _forward,
@@ -620,6 +731,14 @@ _ERROR_CALLS: dict[str, Callable[..., Any]] = {
 _INVALID = tf.errors.InvalidArgumentError
 # (name, op, what differs from the defaults, expected message, expected error)
 ERROR_ROWS: tuple[tuple[str, str, dict[str, Any], str, type[Exception]], ...] = (
+    ("error_softmax_scale", "softmax", {"scale": 0.0},
+     "DynsparseScaledSoftmax: scale must be a finite number > 0, got 0", _INVALID),
+    ("error_group_norm_gamma", "group_norm", {"gamma": _ones(4)},
+     "DynsparseGroupNorm: gamma and beta must be [3] (x's last axis), got [4] and [4]", _INVALID),
+    ("error_group_norm_rank", "group_norm", {"x": _ones(3)},
+     "x must be [examples, ..., features] (rank >= 2)", _INVALID),
+    ("error_group_norm_epsilon", "group_norm", {"epsilon": 0.0},
+     "DynsparseGroupNorm: epsilon must be > 0, got 0", _INVALID),
     ("error_block_size_3", "forward", {"values": _ones(2, 3, 3), "block_size": 3, "n_out": 9},
      "block_size must be one of 1, 4, 8, 16, got 3", _INVALID),
     ("error_block_size_in_graph", "traced_forward",
@@ -794,6 +913,8 @@ def all_cases(quick: bool) -> list[Case]:
         )
     for name, shape in LAYER_CASES.items():
         cases.append(CheckCase(name, "layer", partial(layer_checks, *shape)))
+    cases.append(CheckCase("scaled_softmax", "softmax", softmax_checks))
+    cases.append(CheckCase("group_norm", "group_norm", group_norm_checks))
     cases += error_cases()
     return cases
 
