@@ -49,60 +49,42 @@ void ForRows(OpKernelContext* ctx, int64_t rows, int64_t n, Fn fn) {
                 [&](int64_t begin, int64_t end) { fn(begin, end); });
 }
 
+// DynsparseScaledSoftmax (kGradient false: x -> y) and its gradient (true: y, dy -> dx).
+template <bool kGradient>
 class ScaledSoftmaxOp : public OpKernel {
  public:
+  static constexpr const char* kName =
+      kGradient ? "DynsparseScaledSoftmaxGrad" : "DynsparseScaledSoftmax";
+
   explicit ScaledSoftmaxOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, ReadScale(c, "DynsparseScaledSoftmax", &scale_));
+    OP_REQUIRES_OK(c, ReadScale(c, kName, &scale_));
   }
 
   void Compute(OpKernelContext* ctx) override {
     const KernelTable<float>* table = nullptr;
     OP_REQUIRES_OK(ctx, ActiveTable(&table));
-    const Tensor& x = ctx->input(0);
-    OP_REQUIRES(ctx, x.dims() >= 1,
+    const Tensor& in = ctx->input(0);
+    const Tensor& dy = ctx->input(kGradient ? 1 : 0);
+    OP_REQUIRES(ctx, in.dims() >= 1 && in.shape() == dy.shape(),
                 absl::InvalidArgumentError(absl::StrCat(
-                    "DynsparseScaledSoftmax: x must have at least one axis (the softmax's), got "
-                    "shape ", x.shape().DebugString(), ".")));
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
-    const int64_t n = x.dim_size(x.dims() - 1);
-    if (x.NumElements() == 0) return;
-    const float* xd = Data<float>(x);
-    float* yd = MutableData<float>(y);
-    ForRows(ctx, x.NumElements() / n, n, [&](int64_t begin, int64_t end) {
-      table->softmax(xd, yd, n, scale_, begin, end);
-    });
-  }
-
- private:
-  float scale_;
-};
-
-class ScaledSoftmaxGradOp : public OpKernel {
- public:
-  explicit ScaledSoftmaxGradOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, ReadScale(c, "DynsparseScaledSoftmaxGrad", &scale_));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    const KernelTable<float>* table = nullptr;
-    OP_REQUIRES_OK(ctx, ActiveTable(&table));
-    const Tensor& y = ctx->input(0);
-    const Tensor& dy = ctx->input(1);
-    OP_REQUIRES(ctx, y.dims() >= 1 && y.shape() == dy.shape(),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "DynsparseScaledSoftmaxGrad: y and dy must have one shape with at least one "
-                    "axis, got ", y.shape().DebugString(), " and ", dy.shape().DebugString(),
-                    ".")));
-    Tensor* dx = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, y.shape(), &dx));
-    const int64_t n = y.dim_size(y.dims() - 1);
-    if (y.NumElements() == 0) return;
-    const float* yd = Data<float>(y);
-    const float* gd = Data<float>(dy);
-    float* dxd = MutableData<float>(dx);
-    ForRows(ctx, y.NumElements() / n, n, [&](int64_t begin, int64_t end) {
-      table->softmax_grad(yd, gd, dxd, n, scale_, begin, end);
+                    kName,
+                    kGradient ? ": y and dy must have one shape with at least one axis, got "
+                              : ": x must have at least one axis (the softmax's), got ",
+                    in.shape().DebugString(), kGradient ? " and " : "",
+                    kGradient ? dy.shape().DebugString() : "", ".")));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, in.shape(), &out));
+    const int64_t n = in.dim_size(in.dims() - 1);
+    if (in.NumElements() == 0) return;
+    const float* ind = Data<float>(in);
+    const float* dyd = Data<float>(dy);
+    float* outd = MutableData<float>(out);
+    ForRows(ctx, in.NumElements() / n, n, [&](int64_t begin, int64_t end) {
+      if constexpr (kGradient) {
+        table->softmax_grad(ind, dyd, outd, n, scale_, begin, end);
+      } else {
+        table->softmax(ind, outd, n, scale_, begin, end);
+      }
     });
   }
 
@@ -135,9 +117,9 @@ REGISTER_OP("DynsparseScaledSoftmaxGrad")
     });
 
 REGISTER_KERNEL_BUILDER(Name("DynsparseScaledSoftmax").Device(tensorflow::DEVICE_CPU),
-                        ScaledSoftmaxOp);
+                        ScaledSoftmaxOp<false>);
 REGISTER_KERNEL_BUILDER(Name("DynsparseScaledSoftmaxGrad").Device(tensorflow::DEVICE_CPU),
-                        ScaledSoftmaxGradOp);
+                        ScaledSoftmaxOp<true>);
 
 }  // namespace
 }  // namespace dynsparse

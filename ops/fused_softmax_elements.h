@@ -68,20 +68,17 @@ inline void StorePart(float* row, int64_t n, int64_t v, F32s x) {
   _mm512_mask_storeu_ps(row + v * kLanes, mask, reinterpret_cast<__m512>(x));
 }
 #else
-inline float MaxOf(F32s v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(reinterpret_cast<__m256>(v)),
-                        _mm256_extractf128_ps(reinterpret_cast<__m256>(v), 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
+// The eight lanes folded by `op` (halves, then quarters, then the last two), in a fixed order.
+template <typename Op>
+inline float Fold(F32s v, Op op) {
+  __m128 r = op(_mm256_castps256_ps128(reinterpret_cast<__m256>(v)),
+                _mm256_extractf128_ps(reinterpret_cast<__m256>(v), 1));
+  r = op(r, _mm_movehl_ps(r, r));
+  r = op(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
 }
-inline float SumOf(F32s v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(reinterpret_cast<__m256>(v)),
-                        _mm256_extractf128_ps(reinterpret_cast<__m256>(v), 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+inline float MaxOf(F32s v) { return Fold(v, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); }); }
+inline float SumOf(F32s v) { return Fold(v, [](__m128 a, __m128 b) { return _mm_add_ps(a, b); }); }
 inline __m256i TailMask(int64_t left) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left < kLanes ? left : kLanes)),
