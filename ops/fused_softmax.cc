@@ -10,7 +10,6 @@
 // [32, 16, 28, 28], of a sparse step of ~10 ms; these two take 0.35-0.44 ms (docs/performance.md). Rows are vectorised per instruction-set variant
 // (fused_softmax_elements.h, chosen at load time like the block-sparse products), each row whole in
 // one thread: the result does not depend on the threads.
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -40,13 +39,6 @@ absl::Status ReadScale(OpKernelConstruction* c, const char* op, float* scale) {
         ". The attention passes 1/sqrt(head size); use 1 for a plain softmax."));
   }
   return absl::OkStatus();
-}
-
-// Splits rows of n elements over the pool and calls fn(begin_row, end_row).
-template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t n, Fn fn) {
-  ParallelUnits(ctx, rows, std::max<int64_t>(n, 1) * kSoftmaxElementCost,
-                [&](int64_t begin, int64_t end) { fn(begin, end); });
 }
 
 // DynsparseScaledSoftmax (kGradient false: x -> y) and its gradient (true: y, dy -> dx).
@@ -79,13 +71,15 @@ class ScaledSoftmaxOp : public OpKernel {
     const float* ind = Data<float>(in);
     const float* dyd = Data<float>(dy);
     float* outd = MutableData<float>(out);
-    ForRows(ctx, in.NumElements() / n, n, [&](int64_t begin, int64_t end) {
-      if constexpr (kGradient) {
-        table->softmax_grad(ind, dyd, outd, n, scale_, begin, end);
-      } else {
-        table->softmax(ind, outd, n, scale_, begin, end);
-      }
-    });
+    // n >= 1 here: the tensor has elements.
+    ParallelUnits(ctx, in.NumElements() / n, n * kSoftmaxElementCost,
+                  [&](int64_t begin, int64_t end) {
+                    if constexpr (kGradient) {
+                      table->softmax_grad(ind, dyd, outd, n, scale_, begin, end);
+                    } else {
+                      table->softmax(ind, outd, n, scale_, begin, end);
+                    }
+                  });
   }
 
  private:
