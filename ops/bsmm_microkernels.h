@@ -212,12 +212,18 @@ void TransposeChunk(const T* src, const MatrixMap& src_map, int64_t row0, int64_
       for (int64_t k = 0; k < full_k; k += 8) tile(r, k);
     }
   }
-  for (int64_t k = 0; k < width; ++k) {
-    const T* column = src + map.Col(k);
-    for (int64_t i = k < full_k ? full_rows : 0; i < rows; ++i) {
-      dst[k * padded + i] = column[row_at[i]];
+  // The edges outside the tiles, visited only where there are any (a walk over every column
+  // with nothing to do cost ~1 % of the FC step).
+  if (full_rows < padded) {
+    for (int64_t k = 0; k < width; ++k) {
+      const T* column = src + map.Col(k);
+      for (int64_t i = full_rows; i < rows; ++i) dst[k * padded + i] = column[row_at[i]];
+      for (int64_t i = rows; i < padded; ++i) dst[k * padded + i] = T(0);
     }
-    for (int64_t i = rows; i < padded; ++i) dst[k * padded + i] = T(0);
+  }
+  for (int64_t k = full_k; k < width; ++k) {
+    const T* column = src + map.Col(k);
+    for (int64_t i = 0; i < full_rows; ++i) dst[k * padded + i] = column[row_at[i]];
   }
 }
 
@@ -238,10 +244,15 @@ void UntransposeChunk(const T* src, int64_t width, int64_t stride, int64_t rows,
                           [&](int i) { return base + row_at[r + i]; });
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
+  // The edges outside the tiles, as in TransposeChunk.
+  for (int64_t r = full_rows; r < rows; ++r) {
     T* row = dst + row_at[r];
-    for (int64_t k = r < full_rows ? full_k : 0; k < width; ++k) {
-      row[map.Col(k)] = src[k * stride + r];
+    for (int64_t k = 0; k < width; ++k) row[map.Col(k)] = src[k * stride + r];
+  }
+  if (full_k < width) {
+    for (int64_t r = 0; r < full_rows; ++r) {
+      T* row = dst + row_at[r];
+      for (int64_t k = full_k; k < width; ++k) row[map.Col(k)] = src[k * stride + r];
     }
   }
 }
@@ -375,6 +386,15 @@ void BlockRowProduct(const T* in, int64_t panel_stride, int64_t ld, int64_t m0, 
 // function that only prefetches free of effects and deletes calls to it.
 constexpr int64_t kPrefetchAhead = 8;
 
+// Rows that all fit in L1 gain nothing from the prefetch, and computing its address costs: the
+// FC's values gradient (25,088 dots over a dy of 320 rows of 64 bytes) took twice as long with it.
+// Kernels that gather rows take the choice as a template flag (kernel tables of both).
+constexpr int64_t kL1Bytes = 32 * 1024;
+template <typename T>
+inline bool WorthPrefetching(int64_t rows, int64_t stride) {
+  return rows * stride * static_cast<int64_t>(sizeof(T)) > kL1Bytes;
+}
+
 template <typename T, int kWidth>
 __attribute__((always_inline)) inline void PrefetchRows(const T* chunk, int64_t stride,
                                                         const int32_t* other, int64_t p,
@@ -393,7 +413,7 @@ __attribute__((always_inline)) inline void PrefetchRows(const T* chunk, int64_t 
 // With few vectors per column, NA interleaved accumulator sets hide the FMA latency; they are
 // added in a fixed order at the end.
 
-template <typename T, int NV>
+template <typename T, int NV, bool kPrefetch = true>
 inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, const T* values,
                        const int32_t* order, int64_t n, T* out) {
   constexpr int L = NativeLanes<T>();
@@ -409,7 +429,9 @@ inline void SparseAxpy(const T* chunk, int64_t stride, const int32_t* other, con
   for (; p + NA <= n; p += NA) {
 #pragma GCC unroll 4
     for (int a = 0; a < NA; ++a) {
-      PrefetchRows<T, NV * L>(chunk, stride, other, p + a + kPrefetchAhead, n);
+      if constexpr (kPrefetch) {
+        PrefetchRows<T, NV * L>(chunk, stride, other, p + a + kPrefetchAhead, n);
+      }
       const T* src = chunk + other[p + a] * stride;
       const T wp = order != nullptr ? values[order[p + a]] : values[p + a];
 #pragma GCC unroll 8
@@ -465,9 +487,16 @@ inline void StoreColumns(const T (*buf)[BatchChunks<T>::kChunk], int g, int64_t 
                           [&](int i) { return base + row_offsets[i]; });
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
+  // The edges outside the tiles, as in TransposeChunk.
+  for (int64_t r = full_rows; r < rows; ++r) {
     T* row = out + row_at[r];
-    for (int jj = r < full_rows ? full_g : 0; jj < g; ++jj) row[map.Col(j0 + jj)] = buf[jj][r];
+    for (int jj = 0; jj < g; ++jj) row[map.Col(j0 + jj)] = buf[jj][r];
+  }
+  if (full_g < g) {
+    for (int64_t r = 0; r < full_rows; ++r) {
+      T* row = out + row_at[r];
+      for (int jj = full_g; jj < g; ++jj) row[map.Col(j0 + jj)] = buf[jj][r];
+    }
   }
 }
 
@@ -477,7 +506,7 @@ inline void StoreColumns(const T (*buf)[BatchChunks<T>::kChunk], int g, int64_t 
 // SparseAxpy is called directly (inlined) rather than through its table, and the map and the
 // chunk's row offsets are local copies: the output stores (through memcpy) may alias anything the
 // compiler cannot see is local, and it reloaded and recomputed them around every store.
-template <typename T, int NV>
+template <typename T, int NV, bool kPrefetch>
 void SparseColumnsChunkOf(const T* chunk, int64_t stride, int64_t rows, const int32_t* ptr,
                           const int32_t* other, const T* values, const int32_t* order,
                           int64_t col_begin, int64_t col_end, T* out, const MatrixMap& out_map,
@@ -492,32 +521,37 @@ void SparseColumnsChunkOf(const T* chunk, int64_t stride, int64_t rows, const in
     const int g = static_cast<int>(std::min<int64_t>(G, col_end - j0));
     for (int jj = 0; jj < g; ++jj) {
       const int64_t begin = ptr[j0 + jj];
-      SparseAxpy<T, NV>(chunk, stride, other + begin, order != nullptr ? values : values + begin,
-                        order != nullptr ? order + begin : nullptr, ptr[j0 + jj + 1] - begin,
-                        buf[jj]);
+      SparseAxpy<T, NV, kPrefetch>(chunk, stride, other + begin,
+                                   order != nullptr ? values : values + begin,
+                                   order != nullptr ? order + begin : nullptr,
+                                   ptr[j0 + jj + 1] - begin, buf[jj]);
     }
     StoreColumns<T>(buf, g, rows, row_at, out, map, j0);
   }
 }
 
-template <typename T, int... NV>
+template <typename T, bool kPrefetch, int... NV>
 constexpr auto SparseColumnsChunkTable(std::integer_sequence<int, NV...>) {
   using Fn = void (*)(const T*, int64_t, int64_t, const int32_t*, const int32_t*, const T*,
                       const int32_t*, int64_t, int64_t, T*, const MatrixMap&, int64_t);
-  return std::array<Fn, sizeof...(NV)>{&SparseColumnsChunkOf<T, NV + 1>...};
+  return std::array<Fn, sizeof...(NV)>{&SparseColumnsChunkOf<T, NV + 1, kPrefetch>...};
 }
 
-// SparseColumnsChunkOf for the chunk's stride / lanes vectors (1 .. 8).
+// SparseColumnsChunkOf for the chunk's stride / lanes vectors (1 .. 8), prefetching unless the
+// chunk's `width` rows fit in L1.
 template <typename T>
-void SparseColumnsChunk(const T* chunk, int64_t stride, int64_t rows, const int32_t* ptr,
-                        const int32_t* other, const T* values, const int32_t* order,
-                        int64_t col_begin, int64_t col_end, T* out, const MatrixMap& map,
-                        int64_t row0) {
-  static constexpr auto kTable =
-      SparseColumnsChunkTable<T>(std::make_integer_sequence<int, 8>());
+void SparseColumnsChunk(const T* chunk, int64_t width, int64_t stride, int64_t rows,
+                        const int32_t* ptr, const int32_t* other, const T* values,
+                        const int32_t* order, int64_t col_begin, int64_t col_end, T* out,
+                        const MatrixMap& map, int64_t row0) {
+  static constexpr auto kPrefetching =
+      SparseColumnsChunkTable<T, true>(std::make_integer_sequence<int, 8>());
+  static constexpr auto kNotPrefetching =
+      SparseColumnsChunkTable<T, false>(std::make_integer_sequence<int, 8>());
   const int nv = static_cast<int>(stride / NativeLanes<T>());
-  kTable[nv - 1](chunk, stride, rows, ptr, other, values, order, col_begin, col_end, out, map,
-                 row0);
+  const auto& table = WorthPrefetching<T>(width, stride) ? kPrefetching : kNotPrefetching;
+  table[nv - 1](chunk, stride, rows, ptr, other, values, order, col_begin, col_end, out, map,
+                row0);
 }
 
 // Block size 4 in batch chunks: the forward (and input-gradient) micro-kernel of the panels
@@ -670,7 +704,7 @@ inline Vec<T, NativeLanes<T>()> EntryDot(const T* key_rows, const T* other_rows,
 }
 
 // Long rows (NV > 2 vectors): key k's row is kept in registers while its entries are walked.
-template <typename T, int NV>
+template <typename T, int NV, bool kPrefetch>
 void GroupDotsByKey(const T* key_rows, const T* other_rows, int64_t stride, const int32_t* ptr,
                     int64_t keys, const int32_t* other, T* out) {
   constexpr int L = NativeLanes<T>();
@@ -683,7 +717,9 @@ void GroupDotsByKey(const T* key_rows, const T* other_rows, int64_t stride, cons
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) xr[v] = Load<V>(key_rows + k * stride + v * L);
     for (int64_t p = ptr[k]; p < ptr[k + 1]; ++p) {
-      PrefetchRows<T, NV * L>(other_rows, stride, other, p + kPrefetchAhead, n);
+      if constexpr (kPrefetch) {
+        PrefetchRows<T, NV * L>(other_rows, stride, other, p + kPrefetchAhead, n);
+      }
       const T* y = other_rows + other[p] * stride;
       V dot = xr[0] * Load<V>(y);
 #pragma GCC unroll 8
@@ -703,7 +739,7 @@ void GroupDotsByKey(const T* key_rows, const T* other_rows, int64_t stride, cons
 // stay in registers through their reduction instead of being spilled one by one (FC values
 // gradient ~30 % faster); the key's row is reloaded per entry, which costs more than it saves for
 // longer rows. The same products and the same reduction as GroupDotsByKey.
-template <typename T, int NV>
+template <typename T, int NV, bool kPrefetch>
 void GroupDotsFlat(const T* key_rows, const T* other_rows, int64_t stride, const int32_t* ptr,
                    int64_t keys, const int32_t* other, T* out) {
   constexpr int L = NativeLanes<T>();
@@ -717,7 +753,9 @@ void GroupDotsFlat(const T* key_rows, const T* other_rows, int64_t stride, const
     for (int i = 0; i < L; ++i) {
       const int64_t p = p0 + i;
       while (ptr[k + 1] <= p) ++k;
-      PrefetchRows<T, NV * L>(other_rows, stride, other, p + kPrefetchAhead, n);
+      if constexpr (kPrefetch) {
+        PrefetchRows<T, NV * L>(other_rows, stride, other, p + kPrefetchAhead, n);
+      }
       s[i] = EntryDot<T, NV>(key_rows, other_rows, stride, k, other[p]);
     }
     Store(out + p0, TransposedSums<T, L>(s));
@@ -739,27 +777,33 @@ void GroupDotsFlat(const T* key_rows, const T* other_rows, int64_t stride, const
   }
 }
 
-template <typename T, int NV>
+template <typename T, int NV, bool kPrefetch>
 void GroupDots(const T* key_rows, const T* other_rows, int64_t stride, const int32_t* ptr,
                int64_t keys, const int32_t* other, T* out) {
   if constexpr (NV <= 2) {
-    GroupDotsFlat<T, NV>(key_rows, other_rows, stride, ptr, keys, other, out);
+    GroupDotsFlat<T, NV, kPrefetch>(key_rows, other_rows, stride, ptr, keys, other, out);
   } else {
-    GroupDotsByKey<T, NV>(key_rows, other_rows, stride, ptr, keys, other, out);
+    GroupDotsByKey<T, NV, kPrefetch>(key_rows, other_rows, stride, ptr, keys, other, out);
   }
 }
 
 // GroupDots<T, nv> for nv = 1 .. 8, indexed by nv - 1.
-template <typename T, int... NV>
+template <typename T, bool kPrefetch, int... NV>
 constexpr auto GroupDotsTable(std::integer_sequence<int, NV...>) {
   using Fn = void (*)(const T*, const T*, int64_t, const int32_t*, int64_t, const int32_t*, T*);
-  return std::array<Fn, sizeof...(NV)>{&GroupDots<T, NV + 1>...};
+  return std::array<Fn, sizeof...(NV)>{&GroupDots<T, NV + 1, kPrefetch>...};
 }
+// GroupDots for rows of nv vectors, prefetching unless the `others` rows fit in L1.
 template <typename T>
-inline void GroupDotsDispatch(int nv, const T* key_rows, const T* other_rows, int64_t stride,
-                              const int32_t* ptr, int64_t keys, const int32_t* other, T* out) {
-  static constexpr auto kTable = GroupDotsTable<T>(std::make_integer_sequence<int, 8>());
-  kTable[nv - 1](key_rows, other_rows, stride, ptr, keys, other, out);
+inline void GroupDotsDispatch(int nv, const T* key_rows, const T* other_rows, int64_t others,
+                              int64_t stride, const int32_t* ptr, int64_t keys,
+                              const int32_t* other, T* out) {
+  static constexpr auto kPrefetching =
+      GroupDotsTable<T, true>(std::make_integer_sequence<int, 8>());
+  static constexpr auto kNotPrefetching =
+      GroupDotsTable<T, false>(std::make_integer_sequence<int, 8>());
+  const auto& table = WorthPrefetching<T>(others, stride) ? kPrefetching : kNotPrefetching;
+  table[nv - 1](key_rows, other_rows, stride, ptr, keys, other, out);
 }
 
 // Both block-size-1 gradients of one chunk in one walk over the grouping by input row (rows of
@@ -931,6 +975,74 @@ void OuterColumns(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t m_ro
     OuterTail<T, IR - 1, JW, kAccumulate>::Run(static_cast<int>(ni - i), x + i, ldx, y, ldy,
                                                m_rows, out + i * ldo, ldo);
   }
+}
+
+// Two B x B blocks of a values gradient that share their rows of x (blocks of one input
+// block-row): out0 = x^T . y0 and out1 = x^T . y1 over m_rows, as OuterColumns<T, B> computes
+// each (the same running sum per element, from out's values with kAccumulate), with each
+// broadcast of x used twice and twice the independent sums. At B = 8 one block's 8 sums of
+// 8 lanes are too few to hide the FMA latency. Only where 2 * B + 3 vectors fit in registers.
+template <typename T, int B>
+constexpr bool kPairedOuterBlocks = 2 * B * (B / LanesFor<T, B>()) + 3 <= kVecRegs && B <= 8;
+
+template <typename T, int B, bool kAccumulate = false>
+inline void OuterBlockPair(const T* x, int64_t ldx, const T* y0, const T* y1, int64_t ldy,
+                           int64_t m_rows, T* out0, T* out1) {
+  constexpr int L = LanesFor<T, B>();
+  constexpr int NV = B / L;
+  using V = Vec<T, L>;
+  V acc0[B][NV];
+  V acc1[B][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < B; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc0[i][v] = kAccumulate ? Load<V>(out0 + i * B + v * L) : V{};
+      acc1[i][v] = kAccumulate ? Load<V>(out1 + i * B + v * L) : V{};
+    }
+  }
+  for (int64_t m = 0; m < m_rows; ++m) {
+    V y0v[NV];
+    V y1v[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      y0v[v] = Load<V>(y0 + m * ldy + v * L);
+      y1v[v] = Load<V>(y1 + m * ldy + v * L);
+    }
+    const T* xm = x + m * ldx;
+#pragma GCC unroll 16
+    for (int i = 0; i < B; ++i) {
+      const T xs = xm[i];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc0[i][v] += xs * y0v[v];
+        acc1[i][v] += xs * y1v[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < B; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      Store(out0 + i * B + v * L, acc0[i][v]);
+      Store(out1 + i * B + v * L, acc1[i][v]);
+    }
+  }
+}
+
+// The values gradient of the blocks entries[0 .. n) of one input block-row (x: that row's panel,
+// rows ldx = B apart; y(p): block p's panel of dy; out(p): its B x B output), in pairs where
+// kPairedOuterBlocks, else one by one.
+template <typename T, int B, bool kAccumulate = false, typename YOf, typename OutOf>
+inline void OuterBlocksOfRow(const T* x, int64_t m_rows, int64_t n, YOf y_of, OutOf out_of) {
+  int64_t p = 0;
+  if constexpr (kPairedOuterBlocks<T, B>) {
+    for (; p + 2 <= n; p += 2) {
+      OuterBlockPair<T, B, kAccumulate>(x, B, y_of(p), y_of(p + 1), B, m_rows, out_of(p),
+                                        out_of(p + 1));
+    }
+  }
+  for (; p < n; ++p) OuterColumns<T, B, kAccumulate>(x, B, y_of(p), B, m_rows, B, out_of(p), B);
 }
 
 // out[i, j] for i < ni, j < nj (any nj), split into column strips of 16, 8, 4, 2, 1.

@@ -209,14 +209,14 @@ absl::Status BlockBackwardFromHeads(OpKernelContext* ctx, const T* x, const Matr
         }
         if (dvalues == nullptr) continue;
         const T* x_rows = xp + (k * m + run.r0) * B;
-        for (int32_t p = p0; p < p1; ++p) {
-          const T* dy_rows = run_panels + groups.other[p] * rows * B;
-          T* out = dvalues + groups.order[p] * B * B;
-          if (i == 0) {
-            OuterColumns<T, B>(x_rows, B, dy_rows, B, rows, B, out, B);
-          } else {
-            OuterColumns<T, B, true>(x_rows, B, dy_rows, B, rows, B, out, B);
-          }
+        const auto dy_rows = [&](int64_t q) {
+          return run_panels + groups.other[p0 + q] * rows * B;
+        };
+        const auto out = [&](int64_t q) { return dvalues + groups.order[p0 + q] * B * B; };
+        if (i == 0) {
+          OuterBlocksOfRow<T, B>(x_rows, rows, p1 - p0, dy_rows, out);
+        } else {
+          OuterBlocksOfRow<T, B, true>(x_rows, rows, p1 - p0, dy_rows, out);
         }
       }
     }
@@ -259,10 +259,11 @@ absl::Status BlockBackward(OpKernelContext* ctx, const T* x, const MatrixMap& x_
   ParallelUnits(ctx, groups.keys(), m * B * B / 8 * (1 + groups.size() / groups.keys()),
                 [&](int64_t begin, int64_t end) {
                   for (int64_t k = begin; k < end; ++k) {
-                    for (int32_t p = groups.ptr[k]; p < groups.ptr[k + 1]; ++p) {
-                      OuterColumns<T, B>(xp + k * m * B, B, dyp + groups.other[p] * m * B, B, m,
-                                         B, dvalues + groups.order[p] * B * B, B);
-                    }
+                    const int32_t p0 = groups.ptr[k];
+                    OuterBlocksOfRow<T, B>(
+                        xp + k * m * B, m, groups.ptr[k + 1] - p0,
+                        [&](int64_t q) { return dyp + groups.other[p0 + q] * m * B; },
+                        [&](int64_t q) { return dvalues + groups.order[p0 + q] * B * B; });
                   }
                 });
   return absl::OkStatus();
@@ -362,8 +363,8 @@ absl::Status ElementForward(OpKernelContext* ctx, const T* x, const MatrixMap& x
         ScatterChunk<T>(x_t, n_in, stride, groups, weight, y_t, n_out);
         UntransposeChunk<T>(y_t, n_out, stride, rows, y, y_map, row0);
       } else {
-        SparseColumnsChunk<T>(x_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
-                              nullptr, 0, n_out, y, y_map, row0);
+        SparseColumnsChunk<T>(x_t, n_in, stride, rows, groups.ptr.get(), groups.other.get(),
+                              weight, nullptr, 0, n_out, y, y_map, row0);
       }
     }
   });
@@ -416,12 +417,12 @@ absl::Status ElementBackward(OpKernelContext* ctx, const T* x, const MatrixMap& 
         continue;
       }
       if (dvalues != nullptr) {
-        GroupDotsDispatch<T>(static_cast<int>(stride / L), x_t, dy_t, stride, groups.ptr.get(),
-                             n_in, groups.other.get(), dots);
+        GroupDotsDispatch<T>(static_cast<int>(stride / L), x_t, dy_t, n_out, stride,
+                             groups.ptr.get(), n_in, groups.other.get(), dots);
       }
       if (dx != nullptr) {
-        SparseColumnsChunk<T>(dy_t, stride, rows, groups.ptr.get(), groups.other.get(), weight,
-                              nullptr, 0, n_in, dx, x_map, row0);
+        SparseColumnsChunk<T>(dy_t, n_out, stride, rows, groups.ptr.get(), groups.other.get(),
+                              weight, nullptr, 0, n_in, dx, x_map, row0);
       }
     }
   });
