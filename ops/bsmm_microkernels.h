@@ -370,6 +370,21 @@ void BlockRowProduct(const T* in, int64_t panel_stride, int64_t ld, int64_t m0, 
     return;
   }
   constexpr int R = RowTileRows<T, B>();
+  // Tiles of 16 rows where registers allow and 16 divides the rows but R does not: the FC's
+  // batch of 16 in one tile instead of 14 and a tail of 2 that walks every block again. (R = 14
+  // stays the rule: the attention's runs are 28 tokens.)
+  constexpr int R16 = (kVecRegs - B / LanesFor<T, B>() - 1) / (B / LanesFor<T, B>()) >= 16
+                          ? 16
+                          : R;
+  if constexpr (R16 != R) {
+    if ((m1 - m0) % R16 == 0 && (m1 - m0) % R != 0) {
+      for (int64_t m = m0; m < m1; m += R16) {
+        BlockRowTile<T, B, R16>(in + (m - m0) * ld, panel_stride, ld, blocks, panels, n, w, out,
+                                map, m);
+      }
+      return;
+    }
+  }
   int64_t m = m0;
   for (; m + R <= m1; m += R) {
     BlockRowTile<T, B, R>(in + (m - m0) * ld, panel_stride, ld, blocks, panels, n, w, out, map,
